@@ -1,0 +1,143 @@
+// CPU driver of morphology.h. Each thread takes a chunk of output rows in order and
+// keeps a ring of the source rows (with all their planes) that the current output row
+// can reach, so every source row's planes are built once per chunk and the working set
+// stays in cache: no full-image planes, no page faults on large temporaries. The inner
+// loops have no bounds checks (plane margins take the out-of-row reads), so they vectorise.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "ops/morphology/morphology.h"
+
+namespace medgan_fast::morphology {
+namespace {
+
+constexpr int64_t kRowGrain = 16;
+
+// Row loops take restrict pointers and a by-value length: with uint8_t rows the compiler
+// must otherwise assume a store may change the bound (char aliases everything) and will
+// not vectorise.
+template <typename Lane>
+void ladder_row(typename Lane::T* __restrict dst, const typename Lane::T* __restrict prev, int64_t begin, int64_t end,
+                Shift by_h) {
+  for (int64_t j = begin; j < end; ++j) dst[j] = ladder_element<Lane>(prev, j, by_h);
+}
+
+template <typename Lane>
+void span_row(typename Lane::T* __restrict dst, const typename Lane::T* __restrict ladder, int64_t n, Shift first,
+              Shift last) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = span_element<Lane>(ladder, j, first, last);
+}
+
+template <typename Lane>
+void combine_row(typename Lane::T* __restrict acc, const typename Lane::T* __restrict src, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) acc[j] = Lane::combine(acc[j], src[j]);
+}
+
+// fill_row(r, row) writes source row r's plane 0 into row[0, n); write_row(r, acc) takes
+// output row r, acc[0, n) = op over runs.
+template <typename Lane, typename FillRow, typename WriteRow>
+void stream_rows(const Lane& lane, const Shape& shape, const PlanView& plan, int64_t n, FillRow fill_row,
+                 WriteRow write_row) {
+  using T = typename Lane::T;
+  int64_t reach_lo = 0, reach_hi = 0;  // source rows r + reach_lo .. r + reach_hi, flattened
+  for (int32_t i = 0; i < plan.num_runs; ++i) {
+    const int64_t offset = plan.runs[i].dz * shape.height + plan.runs[i].dy;
+    reach_lo = i == 0 ? offset : std::min(reach_lo, offset);
+    reach_hi = i == 0 ? offset : std::max(reach_hi, offset);
+  }
+  const int64_t capacity = reach_hi - reach_lo + 1;
+  const auto layout = make_planes<Lane>(static_cast<T*>(nullptr), plan, 1, n);
+
+  at::parallel_for(0, shape.rows(), kRowGrain, [&](int64_t begin, int64_t end) {
+    std::vector<T> ring(capacity * plan.planes * layout.stride());
+    std::vector<T> acc(n);
+    auto row = [&](int32_t plane, int64_t source) {
+      return ring.data() + ((source % capacity) * plan.planes + plane) * layout.stride() + layout.left;
+    };
+    auto build_row = [&](int64_t source) {
+      T* input = row(0, source);
+      std::fill(input - layout.left, input, lane.identity());
+      std::fill(input + n, input + n + layout.right, lane.identity());
+      fill_row(source, input);
+      for (int32_t level = 1; level <= plan.levels; ++level) {
+        const T* prev = row(level - 1, source);
+        T* dst = row(level, source);
+        ladder_row<Lane>(dst, prev, -layout.left, n, Lane::shift(int64_t{1} << (level - 1)));
+        std::fill(dst + n, dst + n + layout.right, lane.identity());
+      }
+      for (int32_t s = 0; s < plan.num_spans; ++s) {
+        const Span& span = plan.spans[s];
+        const T* ladder = row(span.level, source);
+        T* dst = row(span.plane, source);
+        span_row<Lane>(dst, ladder, n, span_first<Lane>(span), span_last<Lane>(span));
+      }
+    };
+
+    int64_t next = std::max<int64_t>(0, begin + reach_lo);
+    for (int64_t r = begin; r < end; ++r) {
+      for (const int64_t limit = std::min(shape.rows(), r + reach_hi + 1); next < limit; ++next) build_row(next);
+      std::fill(acc.begin(), acc.end(), lane.identity());
+      for (int32_t i = 0; i < plan.num_runs; ++i) {
+        const int64_t source = run_source_row(shape, plan.runs[i], r);
+        if (source < 0) continue;
+        combine_row<Lane>(acc.data(), row(plan.runs[i].plane, source), n);
+      }
+      write_row(r, acc.data());
+    }
+  });
+}
+
+template <typename Scalar, typename Op>
+void grey_morphology(Scalar outside, const Scalar* input, Scalar* output, const Shape& shape, const Plan& layout) {
+  const PlanView plan = view_of(layout, layout.spans.data(), layout.runs.data());
+  const int64_t width = shape.width;
+  stream_rows(
+      ValueLane<Scalar, Op>{outside}, shape, plan, width,
+      [&](int64_t r, Scalar* row) { std::copy(input + r * width, input + (r + 1) * width, row); },
+      [&](int64_t r, const Scalar* acc) { std::copy(acc, acc + width, output + r * width); });
+}
+
+template <typename Scalar>
+void grey_morphology_typed(const void* input, void* output, const Shape& shape, const Plan& plan, bool dilation) {
+  using limits = std::numeric_limits<Scalar>;
+  const auto* in = static_cast<const Scalar*>(input);
+  auto* out = static_cast<Scalar*>(output);
+  if (dilation) {
+    grey_morphology<Scalar, MaxOp<Scalar>>(limits::has_infinity ? -limits::infinity() : limits::lowest(), in, out,
+                                           shape, plan);
+  } else {
+    grey_morphology<Scalar, MinOp<Scalar>>(limits::has_infinity ? limits::infinity() : limits::max(), in, out, shape,
+                                           plan);
+  }
+}
+
+}  // namespace
+
+void binary_morphology_cpu(const uint8_t* input, uint8_t* output, const Shape& shape, const Plan& layout,
+                           bool invert) {
+  const int64_t width = shape.width, n = words_per_row(width);
+  stream_rows(
+      BitLane{}, shape, view_of(layout, layout.spans.data(), layout.runs.data()), n,
+      [&](int64_t r, uint64_t* row) {
+        for (int64_t j = 0; j < n; ++j) row[j] = pack_word(input + r * width, width, j, invert);
+      },
+      [&](int64_t r, const uint64_t* acc) {
+        for (int64_t j = 0; j < n; ++j) unpack_word(invert ? ~acc[j] : acc[j], output + r * width, width, j);
+      });
+}
+
+void grey_morphology_cpu(Grey dtype, const void* input, void* output, const Shape& shape, const Plan& plan,
+                         bool dilation) {
+  switch (dtype) {
+    case Grey::u8: return grey_morphology_typed<uint8_t>(input, output, shape, plan, dilation);
+    case Grey::u16: return grey_morphology_typed<uint16_t>(input, output, shape, plan, dilation);
+    case Grey::i32: return grey_morphology_typed<int32_t>(input, output, shape, plan, dilation);
+    case Grey::f32: return grey_morphology_typed<float>(input, output, shape, plan, dilation);
+    case Grey::f64: return grey_morphology_typed<double>(input, output, shape, plan, dilation);
+  }
+}
+
+}  // namespace medgan_fast::morphology

@@ -1,0 +1,17 @@
+// Every schema of the medgan_fast op library, in one place. Each op family registers
+// its CPU and CUDA kernels in csrc/ops/<family>/<family>.cpp; the Python faces, fake
+// (meta) implementations and references live in medgan_fast/ops/.
+#include <torch/library.h>
+
+TORCH_LIBRARY(medgan_fast, m) {
+  // morphology: footprint is a bool (kh, kw) or (kd, kh, kw) tensor.
+  m.def("dilate(Tensor input, Tensor footprint) -> Tensor");
+  m.def("erode(Tensor input, Tensor footprint) -> Tensor");
+
+  // components: labels int32 in scikit-image's raster order; counts int64.
+  m.def("label(Tensor mask, int connectivity) -> (Tensor labels, Tensor count)");
+  m.def("label_batch(Tensor masks, int connectivity) -> (Tensor labels, Tensor counts)");
+  m.def("component_stats(Tensor labels, int count) -> (Tensor area, Tensor bbox, Tensor centroid)");
+  m.def("crop_windows(Tensor source, Tensor corners, int size) -> Tensor");
+  m.def("component_masks(Tensor labels, Tensor corners, Tensor ids, int size) -> Tensor");
+}
