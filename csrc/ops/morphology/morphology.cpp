@@ -3,10 +3,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#ifdef MEDGAN_FAST_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#endif
-
+#include "common/device_guard.h"
 #include "ops/morphology/morphology.h"
 
 namespace medgan_fast::morphology {
@@ -60,29 +57,34 @@ at::Tensor morphology(const at::Tensor& input, const at::Tensor& footprint, bool
   return out;
 }
 
+template <const Backend& backend, typename Guard>
+struct Ops {
+  static at::Tensor dilate(const at::Tensor& input, const at::Tensor& footprint) {
+    const Guard guard(input.device());
+    return morphology(input, footprint, true, backend);
+  }
+  static at::Tensor erode(const at::Tensor& input, const at::Tensor& footprint) {
+    const Guard guard(input.device());
+    return morphology(input, footprint, false, backend);
+  }
+  static void register_all(torch::Library& m) {
+    m.impl("dilate", &dilate);
+    m.impl("erode", &erode);
+  }
+};
+
 constexpr Backend kCpu{binary_morphology_cpu, grey_morphology_cpu};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(medgan_fast, CPU, m) {
-  m.impl("dilate", [](const at::Tensor& x, const at::Tensor& fp) { return morphology(x, fp, true, kCpu); });
-  m.impl("erode", [](const at::Tensor& x, const at::Tensor& fp) { return morphology(x, fp, false, kCpu); });
-}
+TORCH_LIBRARY_IMPL(medgan_fast, CPU, m) { Ops<kCpu, NoGuard>::register_all(m); }
 
 #ifdef MEDGAN_FAST_WITH_CUDA
 namespace {
 constexpr Backend kCuda{binary_morphology_cuda, grey_morphology_cuda};
-
-at::Tensor morphology_cuda(const at::Tensor& x, const at::Tensor& fp, bool dilation) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  return morphology(x, fp, dilation, kCuda);
-}
 }  // namespace
 
-TORCH_LIBRARY_IMPL(medgan_fast, CUDA, m) {
-  m.impl("dilate", [](const at::Tensor& x, const at::Tensor& fp) { return morphology_cuda(x, fp, true); });
-  m.impl("erode", [](const at::Tensor& x, const at::Tensor& fp) { return morphology_cuda(x, fp, false); });
-}
+TORCH_LIBRARY_IMPL(medgan_fast, CUDA, m) { Ops<kCuda, c10::cuda::CUDAGuard>::register_all(m); }
 #endif
 
 }  // namespace medgan_fast::morphology
