@@ -7,7 +7,7 @@ CUDA kernels are compiled when torch is a CUDA build and a CUDA toolkit is found
 is needed. Environment:
   MEDGAN_FAST_CUDA=0|1     force the CUDA kernels off or on
   CUDA_HOME                the toolkit (found from nvcc, resolving wrapper scripts, if unset)
-  TORCH_CUDA_ARCH_LIST     GPU targets (default "8.0;8.6;9.0+PTX")
+  TORCH_CUDA_ARCH_LIST     GPU targets (default: the "archs" line of csrc/sources.txt)
   DEBUG=1                  -O0 -g instead of -O3 -g0
 """
 
@@ -20,7 +20,6 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_CUDA_ARCHS = "8.0;8.6;9.0+PTX"
 
 
 def is_cuda_toolkit(path):
@@ -54,17 +53,22 @@ def _exec_targets(script):
     return [Path(word).parent.parent for word in text.split() if word.endswith("/bin/nvcc")]
 
 
+def read_build_list():
+    """(kind, value) lines of csrc/sources.txt, the list CMakeLists.txt reads too."""
+    lines = (line.split("#")[0].split() for line in (ROOT / "csrc" / "sources.txt").read_text().splitlines())
+    return [tuple(fields) for fields in lines if len(fields) == 2]
+
+
 def read_sources(with_cuda):
-    """Sources from csrc/sources.txt, the one list CMakeLists.txt reads too."""
     sources = []
-    for line in (ROOT / "csrc" / "sources.txt").read_text().splitlines():
-        fields = line.split("#")[0].split()
-        if len(fields) != 2:
-            continue
-        kind, pattern = fields
+    for kind, pattern in read_build_list():
         if kind == "all" or (kind == "cuda" and with_cuda):
             sources += sorted(glob.glob(pattern, root_dir=ROOT))
     return sources
+
+
+def default_cuda_archs():
+    return next(value for kind, value in read_build_list() if kind == "archs")
 
 
 def version():
@@ -91,13 +95,13 @@ if forced is not None:
 
 if with_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
     # torch queries the local GPUs for their architectures and fails when there are none.
-    os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
+    os.environ["TORCH_CUDA_ARCH_LIST"] = default_cuda_archs()
 
 # No -std flag: torch adds the standard its headers need (C++20 for 2.14, C++17 before).
 debug = os.environ.get("DEBUG", "0") == "1"
 cxx_flags = [*(["-O0", "-g"] if debug else ["-O3", "-g0"])]
 nvcc_flags = [*(["-O0", "-g", "-lineinfo"] if debug else ["-O3"])]
-cuda_archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "") if with_cuda else ""
+cuda_archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "").replace(";", " ") if with_cuda else ""
 macros = [
     ("MEDGAN_FAST_VERSION", f'"{version()}"'),
     ("MEDGAN_FAST_TORCH_VERSION", f'"{torch.__version__}"'),
