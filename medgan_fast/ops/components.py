@@ -78,9 +78,10 @@ def _check_labels(labels, count: int) -> torch.Tensor:
         raise ValueError(f"labels must be (H, W) or (D, H, W), got shape {tuple(labels.shape)}")
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
         raise ValueError(f"count must be a non-negative integer, got {count!r}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > count):
-        raise ValueError(f"labels must lie in [0, count={count}], got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
+    if labels.numel():
+        low, high = (int(v) for v in torch.aminmax(labels))
+        if low < 0 or high > count:
+            raise ValueError(f"labels must lie in [0, count={count}], got values in [{low}, {high}]")
     return labels
 
 
@@ -168,7 +169,10 @@ def component_stats(labels: torch.Tensor, count: int, *, impl: str = "auto") -> 
         ``regionprops`` area, bbox and centroid. A label with no pixels has area 0, bbox
         rows (size, ..., 0, ...) (empty) and centroid NaN.
     """
-    labels = _check_labels(labels, count)
+    return _component_stats(_check_labels(labels, count), count, impl)
+
+
+def _component_stats(labels: torch.Tensor, count: int, impl: str) -> ComponentStats:
     if use_kernel("component_stats", labels.device, impl):
         return ComponentStats(*torch.ops.medgan_fast.component_stats(labels, int(count)))
     return component_stats_reference(labels, count)
@@ -307,7 +311,7 @@ def crop_components(image: torch.Tensor | None, labels: torch.Tensor, count: int
         if image.device != labels.device:
             raise ValueError(f"image must be on labels' device {labels.device}, got {image.device}")
 
-    stats = component_stats(labels, count, impl=impl)
+    stats = _component_stats(labels, count, impl)  # labels checked above
     keep = (stats.area >= max(min_area, 1)).nonzero()[:, 0]
     ids, bbox, area = keep + 1, stats.bbox[keep], stats.area[keep]
     corners = (bbox[:, :2] + bbox[:, 2:]) // 2 - size // 2

@@ -99,6 +99,8 @@ def dilate(x: torch.Tensor, footprint, *, impl: str = "auto") -> torch.Tensor:
         ``scipy.ndimage.grey_dilation(x, footprint=footprint, mode="constant",
         cval=<dtype minimum>)``; for footprints that are symmetric and convex along each
         axis (disk, ball, square, cube) also scipy's default ``mode="reflect"``.
+        NaN propagates (as ``torch.maximum``): an output pixel whose footprint covers a
+        NaN is NaN. scipy skips NaN instead.
 
     >>> x = torch.zeros(5, 5, dtype=torch.bool); x[2, 2] = True
     >>> dilate(x, disk(1)).int().sum().item()
@@ -118,6 +120,7 @@ def erode(x: torch.Tensor, footprint, *, impl: str = "auto") -> torch.Tensor:
     object touching the border is not eroded from the border. This equals
     ``scipy.ndimage.binary_erosion(x, footprint, border_value=1)`` and
     ``grey_erosion(x, footprint=footprint, mode="constant", cval=<dtype maximum>)``.
+    NaN propagates as in :func:`dilate`.
 
     Border difference: scipy's default ``binary_erosion(..., border_value=0)`` treats
     outside as background and erodes objects from the image edge; it agrees with this

@@ -16,8 +16,8 @@
 // dilation; erosion is computed as NOT dilate(NOT x), so outside is "true" for it).
 #pragma once
 
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -41,7 +41,7 @@ struct Span {
 
 // One footprint row: combine plane `plane` at row (z + dz, y + dy).
 struct RunRef {
-  int32_t dz, dy, plane, unused;
+  int32_t dz, dy, plane;
 };
 
 // Planes: 0 = the input (packed for binary, copied for grey), 1..levels = ladder
@@ -99,7 +99,7 @@ inline Plan make_plan(const bool* footprint, int64_t kd, int64_t kh, int64_t kw,
       plane = plan.levels + 1 + static_cast<int32_t>(plan.spans.size());
       plan.spans.push_back({r.x0, r.x1, level, plane});
     }
-    plan.runs.push_back({r.dz, r.dy, plane, 0});
+    plan.runs.push_back({r.dz, r.dy, plane});
     plan.left_pixels = std::max(plan.left_pixels, -r.x0);
     plan.right_pixels = std::max(plan.right_pixels, r.x1 - (1 << level) + 1);
   }
@@ -138,13 +138,19 @@ struct BitLane {
   MF_HD T identity() const { return T{0}; }
 };
 
+// NaN propagates, as in torch.maximum / torch.minimum: a NaN in either operand wins.
+// (v != v is false for integers, so the compiler drops the test there.)
+template <typename Scalar>
+MF_HD bool is_nan(Scalar v) {
+  return v != v;
+}
 template <typename Scalar>
 struct MaxOp {
-  static MF_HD Scalar combine(Scalar a, Scalar b) { return a < b ? b : a; }
+  static MF_HD Scalar combine(Scalar a, Scalar b) { return (a < b || is_nan(b)) ? b : a; }
 };
 template <typename Scalar>
 struct MinOp {
-  static MF_HD Scalar combine(Scalar a, Scalar b) { return b < a ? b : a; }
+  static MF_HD Scalar combine(Scalar a, Scalar b) { return (b < a || is_nan(b)) ? b : a; }
 };
 
 // Grey rows: an element is a pixel. `outside` is op's identity (the dtype's lowest value

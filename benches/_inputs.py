@@ -1,0 +1,44 @@
+"""Seeded inputs and helpers shared by the benches (a module, not a conftest, so it
+cannot collide with tests/conftest.py)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+
+import medgan_fast
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def blob_mask(shape, foreground=0.16, sigma=4.0, seed=0) -> np.ndarray:
+    """Smooth random blobs covering `foreground` of the image (a cell- or organelle-like mask)."""
+    field = ndi.gaussian_filter(np.random.default_rng(seed).standard_normal(shape).astype(np.float32), sigma)
+    return field > np.quantile(field, 1.0 - foreground)
+
+
+def emps_masks(count=64, size=512) -> np.ndarray:
+    """(count, size, size) bool: the first EMPS instance maps, binarised, top-left crops."""
+    from PIL import Image
+
+    folder = SHARED_DATA / "emps" / "segmaps"
+    files = sorted(folder.glob("*.png"))[:count]
+    if len(files) < count:
+        pytest.skip(f"needs {count} EMPS segmaps in {folder}")
+    return np.stack([np.asarray(Image.open(f))[:size, :size] > 0 for f in files])
+
+
+def synchronised(fn):
+    """fn followed by a CUDA synchronise, so the benchmark times the GPU's work."""
+    def run():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+    return run
+
+
+needs_cuda = pytest.mark.skipif(
+    not (torch.cuda.is_available() and medgan_fast.build_info()["cuda_compiled"]),
+    reason="needs a CUDA GPU and the CUDA kernels")

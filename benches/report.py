@@ -1,0 +1,88 @@
+"""Speed-up table from a pytest-benchmark JSON: each peer's median over ours, per group.
+
+    python benches/report.py benches/results/cpu-2core.json [more.json ...] [--readme README.md]
+
+Entries whose name starts with "medgan_fast" are ours, every other entry is a peer. Each
+peer is compared with the entry of ours that shares its suffix ("cv2_with_stats" with
+"medgan_fast_with_stats", "kornia_cuda" with "medgan_fast_cuda"), else with the group's
+first entry of ours. With --readme the
+table replaces the text between <!-- bench-table:start --> and <!-- bench-table:end -->,
+so the README's numbers always come from a saved run.
+"""
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+
+
+def entry_name(bench: dict) -> str:
+    """test_label_2d_cv2_with_stats -> cv2_with_stats (the part after the group's stem)."""
+    name = bench["name"].removeprefix("test_")
+    match = re.search(r"(medgan_fast\w*|scipy\w*|skimage\w*|cv2\w*|kornia\w*)$", name)
+    return match.group(1) if match else name
+
+
+def machine_line(data: dict) -> str:
+    info = data.get("machine_info", {})
+    ours = info.get("medgan_fast", {})
+    parts = [ours.get("cpu_model") or info.get("cpu", {}).get("brand_raw", "unknown CPU")]
+    if ours.get("cpu_threads"):
+        parts.append(f"{ours['cpu_threads']} threads")
+    if ours.get("gpu"):
+        parts.append(ours["gpu"])
+    build = ours.get("build", {})
+    parts.append(f"torch {build.get('torch', '?')}")
+    return ", ".join(parts) + f"; run {data.get('datetime', '?')[:19]}"
+
+
+def table(paths: list[Path]) -> str:
+    lines = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        groups: dict[str, list[dict]] = {}
+        for bench in data["benchmarks"]:
+            groups.setdefault(bench["group"], []).append(bench)
+        lines += [f"Measured on {machine_line(data)} (`{path.as_posix()}`):", "",
+                  "| benchmark | ours | ours (ms) | peer | peer (ms) | speed-up |",
+                  "|---|---|---:|---|---:|---:|"]
+        for group, benches in groups.items():
+            ours = {entry_name(b): b for b in benches if entry_name(b).startswith("medgan_fast")}
+            if not ours:
+                continue
+            for bench in benches:
+                peer = entry_name(bench)
+                if peer in ours:
+                    continue
+                match = next((name for name in ours if name != "medgan_fast" and peer.endswith(name[len("medgan_fast"):])),
+                             next(iter(ours)))
+                ours_ms, peer_ms = ours[match]["stats"]["median"] * 1e3, bench["stats"]["median"] * 1e3
+                lines.append(f"| {group} | {match} | {ours_ms:.2f} | {peer} | {peer_ms:.2f} | {peer_ms / ours_ms:.1f}x |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", type=Path, help="pytest-benchmark JSON files")
+    parser.add_argument("--readme", type=Path, help=f"replace the text between {START} and {END} in this file")
+    args = parser.parse_args(argv)
+    text = table(args.results)
+    if args.readme is None:
+        print(text)
+        return 0
+    readme = args.readme.read_text()
+    if START not in readme or END not in readme:
+        sys.exit(f"report: error: {args.readme} has no {START} ... {END} block")
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    args.readme.write_text(f"{head}{START}\n{text}{END}{tail}")
+    print(f"report: wrote the table into {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""Shared test machinery: devices, the dtype tolerance table, RNG seeding.
+
+- ``device``: parametrized over "cpu" and "cuda"; the cuda param carries ``pytest.mark.cuda``
+  and is skipped unless a GPU is visible AND the extension was compiled with CUDA (CI has
+  nvcc but no GPU, so there the CUDA params skip and everything else must pass).
+- ``DTYPE_PRECISIONS`` (kornia ``testing/base.py`` style): dtype -> (rtol, atol). Integer,
+  bool and label tensors compare exactly; see :func:`tolerance`.
+- ``seeded`` (autouse): seeds torch, numpy and random for every test and restores the
+  previous states afterwards; ``rng`` gives a numpy Generator seeded the same way.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+import medgan_fast
+
+# ---------------------------------------------------------------------------------------
+# Devices
+
+CUDA_AVAILABLE = torch.cuda.is_available() and bool(medgan_fast.build_info()["cuda_compiled"])
+CUDA_SKIP_REASON = ("needs a CUDA GPU and CUDA kernels (torch.cuda.is_available()="
+                    f"{torch.cuda.is_available()}, cuda_compiled={medgan_fast.build_info()['cuda_compiled']})")
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip everything marked ``cuda`` when there is no usable GPU (vision's needs_cuda)."""
+    if CUDA_AVAILABLE:
+        return
+    skip = pytest.mark.skip(reason=CUDA_SKIP_REASON)
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """Each test that takes ``device`` runs on CPU and (marked ``cuda``) on CUDA."""
+    return torch.device(request.param)
+
+
+# ---------------------------------------------------------------------------------------
+# Tolerances: one table, as kornia's testing/base.py. Morphology and labelling are exact in
+# every dtype (max/min/compare only), so the table matters for derived floats (centroids).
+
+DTYPE_PRECISIONS: dict[torch.dtype, tuple[float, float]] = {
+    torch.bfloat16: (7.8e-3, 7.8e-3),
+    torch.float16: (9.7e-4, 9.7e-4),
+    torch.float32: (1e-4, 1e-5),
+    torch.float64: (1e-7, 1e-7),
+}
+
+
+def tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol) for comparing tensors of ``dtype``: exact for bool, integers and labels."""
+    return DTYPE_PRECISIONS.get(dtype, (0.0, 0.0))
+
+
+@pytest.fixture
+def assert_close():
+    """``assert_close(actual, expected)``: same dtype, shape and values within the table's
+    tolerance for the dtype (exact for integers/bool); NaNs compare equal. Accepts tensors
+    or numpy arrays (compared on CPU)."""
+
+    def check(actual, expected, *, msg: str | None = None):
+        actual = torch.as_tensor(np.asarray(actual)) if isinstance(actual, np.ndarray) else actual
+        expected = torch.as_tensor(np.asarray(expected)) if isinstance(expected, np.ndarray) else expected
+        assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != {expected.dtype}. {msg or ''}"
+        assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}. {msg or ''}"
+        actual, expected = actual.detach().cpu(), expected.detach().cpu()
+        if actual.dtype in DTYPE_PRECISIONS:
+            rtol, atol = tolerance(actual.dtype)
+            torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, equal_nan=True, msg=msg)
+        else:
+            # Exact; through numpy because uint16 lacks most CPU ops in torch.
+            np.testing.assert_array_equal(actual.numpy(), expected.numpy(), err_msg=msg or "")
+
+    return check
+
+
+# ---------------------------------------------------------------------------------------
+# RNG
+
+SEED = 0
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    """Seeds torch (CPU and CUDA), numpy's global RNG and ``random`` with SEED for the test,
+    then restores whatever state they had, so tests are independent of order."""
+    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    random.seed(SEED)
+    np.random.seed(SEED)
+    torch.manual_seed(SEED)  # seeds CUDA too
+    yield SEED
+    random.setstate(py_state)
+    np.random.set_state(np_state)
+    torch.set_rng_state(torch_state)
+    if cuda_states is not None:
+        torch.cuda.set_rng_state_all(cuda_states)
+
+
+@pytest.fixture
+def rng(seeded) -> np.random.Generator:
+    """A numpy Generator seeded with the test seed."""
+    return np.random.default_rng(seeded)
+
+
+# ---------------------------------------------------------------------------------------
+# Hypothesis: modest example counts, no deadline (first calls load kernels / compile); the
+# device fixture is function scoped but constant across a test's examples.
+
+settings.register_profile(
+    "medgan_fast", max_examples=50, deadline=None, derandomize=False,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile("medgan_fast")
