@@ -123,3 +123,12 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.load_profile("medgan_fast")
+
+
+@pytest.fixture
+def num_threads(request):
+    """Runs a test with torch's thread count set to the parametrized value (indirect)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)

@@ -387,14 +387,6 @@ def test_label_larger_random_images(device, kind, density):
         check_label(vol, connectivity, device, "kernel", with_cv2=False)
 
 
-@pytest.fixture
-def num_threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("num_threads", [1, 3, 16], indirect=True)
 def test_label_independent_of_thread_count(device, assert_close, num_threads):
     """The CPU kernel splits rows into 4 x threads blocks and unites across block borders

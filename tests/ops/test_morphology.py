@@ -516,14 +516,6 @@ def test_fallback_when_no_kernel(monkeypatch, assert_close, rng, op):
         public(x, disk(2), impl="kernel")
 
 
-@pytest.fixture
-def num_threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("num_threads", [1, 3, 16], indirect=True)
 @pytest.mark.parametrize("op", list(OPS))
 def test_independent_of_thread_count(device, assert_close, rng, num_threads, op):

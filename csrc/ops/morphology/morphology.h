@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "common/host_device.h"
@@ -279,6 +280,29 @@ void binary_morphology_cuda(const uint8_t* input, uint8_t* output, const Shape& 
 
 // Grey: input/output are C-contiguous arrays of `dtype`.
 enum class Grey { u8, u16, i32, f32, f64 };
+
+// Calls f(lane) with the grey lane of `dtype` and operation: max with the dtype's lowest
+// value outside for dilation, min with its highest for erosion.
+template <typename F>
+void with_grey_lane(Grey dtype, bool dilation, F&& f) {
+  auto typed = [&](auto zero) {
+    using Scalar = decltype(zero);
+    using limits = std::numeric_limits<Scalar>;
+    if (dilation) {
+      f(ValueLane<Scalar, MaxOp<Scalar>>{limits::has_infinity ? -limits::infinity() : limits::lowest()});
+    } else {
+      f(ValueLane<Scalar, MinOp<Scalar>>{limits::has_infinity ? limits::infinity() : limits::max()});
+    }
+  };
+  switch (dtype) {
+    case Grey::u8: return typed(uint8_t{});
+    case Grey::u16: return typed(uint16_t{});
+    case Grey::i32: return typed(int32_t{});
+    case Grey::f32: return typed(float{});
+    case Grey::f64: return typed(double{});
+  }
+}
+
 void grey_morphology_cpu(Grey dtype, const void* input, void* output, const Shape& shape, const Plan& plan,
                          bool dilation);
 void grey_morphology_cuda(Grey dtype, const void* input, void* output, const Shape& shape, const Plan& plan,

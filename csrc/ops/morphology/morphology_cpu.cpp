@@ -6,7 +6,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <limits>
 #include <vector>
 
 #include "ops/morphology/morphology.h"
@@ -90,30 +89,6 @@ void stream_rows(const Lane& lane, const Shape& shape, const PlanView& plan, int
   });
 }
 
-template <typename Scalar, typename Op>
-void grey_morphology(Scalar outside, const Scalar* input, Scalar* output, const Shape& shape, const Plan& layout) {
-  const PlanView plan = view_of(layout, layout.spans.data(), layout.runs.data());
-  const int64_t width = shape.width;
-  stream_rows(
-      ValueLane<Scalar, Op>{outside}, shape, plan, width,
-      [&](int64_t r, Scalar* row) { std::copy(input + r * width, input + (r + 1) * width, row); },
-      [&](int64_t r, const Scalar* acc) { std::copy(acc, acc + width, output + r * width); });
-}
-
-template <typename Scalar>
-void grey_morphology_typed(const void* input, void* output, const Shape& shape, const Plan& plan, bool dilation) {
-  using limits = std::numeric_limits<Scalar>;
-  const auto* in = static_cast<const Scalar*>(input);
-  auto* out = static_cast<Scalar*>(output);
-  if (dilation) {
-    grey_morphology<Scalar, MaxOp<Scalar>>(limits::has_infinity ? -limits::infinity() : limits::lowest(), in, out,
-                                           shape, plan);
-  } else {
-    grey_morphology<Scalar, MinOp<Scalar>>(limits::has_infinity ? limits::infinity() : limits::max(), in, out, shape,
-                                           plan);
-  }
-}
-
 }  // namespace
 
 void binary_morphology_cpu(const uint8_t* input, uint8_t* output, const Shape& shape, const Plan& layout,
@@ -129,15 +104,18 @@ void binary_morphology_cpu(const uint8_t* input, uint8_t* output, const Shape& s
       });
 }
 
-void grey_morphology_cpu(Grey dtype, const void* input, void* output, const Shape& shape, const Plan& plan,
+void grey_morphology_cpu(Grey dtype, const void* input, void* output, const Shape& shape, const Plan& layout,
                          bool dilation) {
-  switch (dtype) {
-    case Grey::u8: return grey_morphology_typed<uint8_t>(input, output, shape, plan, dilation);
-    case Grey::u16: return grey_morphology_typed<uint16_t>(input, output, shape, plan, dilation);
-    case Grey::i32: return grey_morphology_typed<int32_t>(input, output, shape, plan, dilation);
-    case Grey::f32: return grey_morphology_typed<float>(input, output, shape, plan, dilation);
-    case Grey::f64: return grey_morphology_typed<double>(input, output, shape, plan, dilation);
-  }
+  const PlanView plan = view_of(layout, layout.spans.data(), layout.runs.data());
+  with_grey_lane(dtype, dilation, [&](auto lane) {
+    using T = typename decltype(lane)::T;
+    const auto* in = static_cast<const T*>(input);
+    auto* out = static_cast<T*>(output);
+    const int64_t width = shape.width;
+    stream_rows(
+        lane, shape, plan, width, [&](int64_t r, T* row) { std::copy(in + r * width, in + (r + 1) * width, row); },
+        [&](int64_t r, const T* acc) { std::copy(acc, acc + width, out + r * width); });
+  });
 }
 
 }  // namespace medgan_fast::morphology

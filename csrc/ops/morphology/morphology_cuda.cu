@@ -1,8 +1,6 @@
 // CUDA drivers of morphology.h: one thread per element (a word of 64 pixels for binary,
 // a pixel for grey) in each stage: plane 0, ladder levels, spans, combine-runs. Every
 // stage reads rows that neighbouring threads read too, so the caches serve most loads.
-#include <limits>
-
 #include "common/cuda_utils.cuh"
 #include "ops/morphology/morphology.h"
 
@@ -119,18 +117,6 @@ void grey_morphology(const Lane& lane, const void* input, void* output, const Sh
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename Scalar>
-void grey_typed(const void* input, void* output, const Shape& shape, const Plan& plan, bool dilation) {
-  using limits = std::numeric_limits<Scalar>;
-  if (dilation) {
-    const ValueLane<Scalar, MaxOp<Scalar>> lane{limits::has_infinity ? -limits::infinity() : limits::lowest()};
-    grey_morphology(lane, input, output, shape, plan);
-  } else {
-    const ValueLane<Scalar, MinOp<Scalar>> lane{limits::has_infinity ? limits::infinity() : limits::max()};
-    grey_morphology(lane, input, output, shape, plan);
-  }
-}
-
 }  // namespace
 
 void binary_morphology_cuda(const uint8_t* input, uint8_t* output, const Shape& shape, const Plan& layout,
@@ -151,13 +137,7 @@ void binary_morphology_cuda(const uint8_t* input, uint8_t* output, const Shape& 
 
 void grey_morphology_cuda(Grey dtype, const void* input, void* output, const Shape& shape, const Plan& plan,
                           bool dilation) {
-  switch (dtype) {
-    case Grey::u8: return grey_typed<uint8_t>(input, output, shape, plan, dilation);
-    case Grey::u16: return grey_typed<uint16_t>(input, output, shape, plan, dilation);
-    case Grey::i32: return grey_typed<int32_t>(input, output, shape, plan, dilation);
-    case Grey::f32: return grey_typed<float>(input, output, shape, plan, dilation);
-    case Grey::f64: return grey_typed<double>(input, output, shape, plan, dilation);
-  }
+  with_grey_lane(dtype, dilation, [&](auto lane) { grey_morphology(lane, input, output, shape, plan); });
 }
 
 }  // namespace medgan_fast::morphology
