@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "common/device_guard.h"
+#include "common/output.h"
 #include "ops/components/components.h"
 
 namespace medgan_fast::components {
@@ -36,7 +37,7 @@ std::tuple<at::Tensor, at::Tensor> label_volume(const at::Tensor& mask, int64_t 
               ") for int32 labels");
 
   const at::Tensor m = mask.contiguous();
-  at::Tensor labels = at::empty(m.sizes(), m.options().dtype(at::kInt));
+  at::Tensor labels = empty_output(m.sizes(), m.options().dtype(at::kInt));
   const Volume volume{m.dim() == 3 ? m.size(0) : 1, m.size(-2), m.size(-1), batch};
   at::Tensor counts = at::zeros({batch ? volume.depth : 1}, m.options().dtype(at::kLong));
   if (m.numel() > 0) {
@@ -78,7 +79,7 @@ at::Tensor crop_windows(const at::Tensor& source, const at::Tensor& corners, int
   TORCH_CHECK(source.dim() == 3, "source must be (C, H, W), got shape ", source.sizes());
   check_corners(corners, source, size);
   const at::Tensor s = source.contiguous(), c = corners.contiguous();
-  at::Tensor out = at::empty({c.size(0), s.size(0), size, size}, s.options());
+  at::Tensor out = empty_output({c.size(0), s.size(0), size, size}, s.options());
   if (out.numel() > 0) {
     backend.crop(s.data_ptr(), out.data_ptr(), s.element_size(), s.size(0), s.size(1), s.size(2),
                  c.data_ptr<int64_t>(), c.size(0), size);
@@ -95,7 +96,7 @@ at::Tensor component_masks(const at::Tensor& labels, const at::Tensor& corners, 
               "ids must be int32 (K,) with K = corners.size(0), got ", ids.scalar_type(), " ", ids.sizes());
   TORCH_CHECK(ids.device() == labels.device(), "ids must be on ", labels.device(), ", got ", ids.device());
   const at::Tensor l = labels.contiguous(), c = corners.contiguous(), i = ids.contiguous();
-  at::Tensor out = at::empty({c.size(0), size, size}, l.options().dtype(at::kBool));
+  at::Tensor out = empty_output({c.size(0), size, size}, l.options().dtype(at::kBool));
   if (out.numel() > 0) {
     backend.masks(l.data_ptr<int32_t>(), reinterpret_cast<uint8_t*>(out.data_ptr<bool>()), l.size(0), l.size(1),
                   c.data_ptr<int64_t>(), i.data_ptr<int32_t>(), c.size(0), size);

@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "common/device_guard.h"
+#include "common/output.h"
 #include "ops/morphology/morphology.h"
 
 namespace medgan_fast::morphology {
@@ -44,7 +45,7 @@ at::Tensor morphology(const at::Tensor& input, const at::Tensor& footprint, bool
   TORCH_CHECK(!plan.runs.empty(), "footprint must have at least one true element");
 
   const at::Tensor x = input.contiguous();
-  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor out = empty_output(x.sizes(), x.options());
   if (x.numel() == 0) return out;
   const Shape shape{x.dim() == 3 ? x.size(0) : 1, x.size(-2), x.size(-1)};
   if (binary) {
