@@ -14,4 +14,9 @@ TORCH_LIBRARY(medgan_fast, m) {
   m.def("component_stats(Tensor labels, int count) -> (Tensor area, Tensor bbox, Tensor centroid)");
   m.def("crop_windows(Tensor source, Tensor corners, int size) -> Tensor");
   m.def("component_masks(Tensor labels, Tensor corners, Tensor ids, int size) -> Tensor");
+
+  // spectral_norm: power iteration of many weights at once; updates us and vs in place,
+  // returns sigma per weight (no iterations: sigma = u^T W v).
+  m.def("spectral_norm_power_iteration_(Tensor[] weights, Tensor(a!)[] us, Tensor(b!)[] vs, int[] dims, "
+        "int n_power_iterations, float eps) -> Tensor");
 }

@@ -1,0 +1,109 @@
+// spectral_norm_power_iteration_: checks, layer tables and scratch, and the CPU and CUDA
+// registrations. Kernels in spectral_norm_cpu.cpp / spectral_norm_cuda.cu.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "common/device_guard.h"
+#include "ops/spectral_norm/spectral_norm.h"
+
+namespace medgan_fast::spectral_norm {
+namespace {
+
+struct Backend {
+  decltype(&power_iteration_cpu_f32) f32;
+  decltype(&power_iteration_cpu_f64) f64;
+};
+
+template <typename T>
+at::Tensor run(at::TensorList weights, at::TensorList us, at::TensorList vs, at::IntArrayRef dims, int64_t n,
+               double eps, void (*driver)(Layer<T>*, int, int64_t, double, T*)) {
+  const int count = static_cast<int>(weights.size());
+  std::vector<at::Tensor> contiguous;  // keeps copies of non-contiguous weights alive
+  std::vector<Layer<T>> layers(count);
+  int64_t rows = 0, columns = 0;
+  for (int k = 0; k < count; ++k) {
+    contiguous.push_back(weights[k].contiguous());
+    const auto sizes = weights[k].sizes();
+    const int64_t dim = dims[k] < 0 ? dims[k] + weights[k].dim() : dims[k];
+    Layer<T>& L = layers[k];
+    L.P = 1, L.Q = 1, L.h = sizes[dim];
+    for (int64_t d = 0; d < dim; ++d) L.P *= sizes[d];
+    for (int64_t d = dim + 1; d < static_cast<int64_t>(sizes.size()); ++d) L.Q *= sizes[d];
+    L.weight = contiguous.back().data_ptr<T>();
+    L.u = us[k].data_ptr<T>();
+    L.v = vs[k].data_ptr<T>();
+    L.row_offset = rows, L.column_offset = columns;
+    rows += L.h, columns += L.width();
+  }
+  const auto options = weights[0].options();
+  const at::Tensor scratch = at::empty({rows + columns}, options);
+  for (Layer<T>& L : layers) {
+    L.t = scratch.data_ptr<T>() + L.row_offset;
+    L.s = scratch.data_ptr<T>() + rows + L.column_offset;
+  }
+  at::Tensor sigmas = at::empty({count}, options);
+  driver(layers.data(), count, n, eps, sigmas.data_ptr<T>());
+  return sigmas;
+}
+
+at::Tensor power_iteration(at::TensorList weights, at::TensorList us, at::TensorList vs, at::IntArrayRef dims,
+                           int64_t n_power_iterations, double eps, const Backend& backend) {
+  const size_t count = weights.size();
+  TORCH_CHECK(count > 0, "weights must not be empty");
+  TORCH_CHECK(us.size() == count && vs.size() == count && dims.size() == count,
+              "weights, us, vs and dims must have the same length, got ", count, ", ", us.size(), ", ", vs.size(),
+              ", ", dims.size());
+  TORCH_CHECK(n_power_iterations >= 0, "n_power_iterations must be >= 0, got ", n_power_iterations);
+  TORCH_CHECK(eps > 0, "eps must be > 0, got ", eps);
+  const auto dtype = weights[0].scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "weights must be float32 or float64, got ", dtype);
+  for (size_t k = 0; k < count; ++k) {
+    const at::Tensor& w = weights[k];
+    TORCH_CHECK(w.dim() >= 2, "weights[", k, "] must have at least 2 dimensions, got shape ", w.sizes());
+    TORCH_CHECK(dims[k] >= -w.dim() && dims[k] < w.dim(), "dims[", k, "] = ", dims[k], " is out of range for ",
+                w.dim(), "-D weights[", k, "]");
+    const int64_t dim = dims[k] < 0 ? dims[k] + w.dim() : dims[k];
+    const int64_t h = w.size(dim), width = h == 0 ? 0 : w.numel() / h;
+    for (const auto& [name, x, size] : {std::tuple<const char*, const at::Tensor&, int64_t>{"us", us[k], h},
+                                        std::tuple<const char*, const at::Tensor&, int64_t>{"vs", vs[k], width}}) {
+      TORCH_CHECK(x.dim() == 1 && x.size(0) == size && x.is_contiguous(), name, "[", k,
+                  "] must be a contiguous vector of ", size, " elements, got shape ", x.sizes());
+      TORCH_CHECK(x.scalar_type() == dtype && x.device() == w.device(), name, "[", k, "] must be ", dtype, " on ",
+                  w.device(), ", got ", x.scalar_type(), " on ", x.device());
+    }
+    TORCH_CHECK(w.scalar_type() == dtype && w.device() == weights[0].device(),
+                "all weights must share dtype and device, got weights[", k, "] ", w.scalar_type(), " on ",
+                w.device());
+    TORCH_CHECK(w.numel() > 0, "weights[", k, "] is empty");
+  }
+  return dtype == at::kFloat ? run<float>(weights, us, vs, dims, n_power_iterations, eps, backend.f32)
+                             : run<double>(weights, us, vs, dims, n_power_iterations, eps, backend.f64);
+}
+
+template <const Backend& backend, typename Guard>
+struct Ops {
+  static at::Tensor power_iteration_(at::TensorList weights, at::TensorList us, at::TensorList vs,
+                                     at::IntArrayRef dims, int64_t n, double eps) {
+    const Guard guard(weights.empty() ? at::Device(at::kCPU) : weights[0].device());
+    return power_iteration(weights, us, vs, dims, n, eps, backend);
+  }
+  static void register_all(torch::Library& m) { m.impl("spectral_norm_power_iteration_", &power_iteration_); }
+};
+
+constexpr Backend kCpu{power_iteration_cpu_f32, power_iteration_cpu_f64};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(medgan_fast, CPU, m) { Ops<kCpu, NoGuard>::register_all(m); }
+
+#ifdef MEDGAN_FAST_WITH_CUDA
+namespace {
+constexpr Backend kCuda{power_iteration_cuda_f32, power_iteration_cuda_f64};
+}  // namespace
+
+TORCH_LIBRARY_IMPL(medgan_fast, CUDA, m) { Ops<kCuda, c10::cuda::CUDAGuard>::register_all(m); }
+#endif
+
+}  // namespace medgan_fast::spectral_norm

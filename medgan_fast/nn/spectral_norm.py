@@ -1,0 +1,192 @@
+"""Spectral normalisation (Miyato et al. 2018) as a drop-in for
+``torch.nn.utils.parametrizations.spectral_norm``, faster.
+
+Same semantics, state_dict keys and buffers as torch's: ``u = normalize(W v)`` then
+``v = normalize(W^T u)``, 15 warm-up iterations at registration, iterations only in
+training mode, sigma = u^T W v, gradients through W only, 1-D weights normalised exactly,
+``dim`` 1 for transposed convolutions. Two things differ in how it is computed:
+
+- Linear, Conv1/2/3d and ConvTranspose1/2/3d layers never form W / sigma: the layer runs
+  with W and its output is scaled by 1 / sigma (the same result; bias added after).
+  ``module.weight`` still returns W / sigma for code that reads it.
+- :func:`fuse_spectral_norm` makes one model's spectral-norm layers share a single
+  multi-weight power-iteration call per forward (medgan_fast.ops.power_iteration_)
+  instead of a chain of small kernels per layer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..ops.spectral_norm import attach_sigma, power_iteration_
+
+__all__ = ["SpectralNorm", "fuse_spectral_norm", "spectral_norm"]
+
+TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class SpectralNorm(nn.Module):
+    """The parametrization: W -> W / sigma(W). Buffers ``_u`` and ``_v`` as torch's."""
+
+    def __init__(self, weight: torch.Tensor, n_power_iterations: int = 1, dim: int = 0, eps: float = 1e-12):
+        super().__init__()
+        ndim = weight.ndim
+        if dim >= ndim or dim < -ndim:
+            raise IndexError(f"dim must be in [-{ndim}, {ndim - 1}] for a {ndim}-D weight, got {dim}")
+        if n_power_iterations <= 0:
+            raise ValueError(f"n_power_iterations must be positive, got {n_power_iterations}")
+        self.dim = dim if dim >= 0 else dim + ndim
+        self.eps = eps
+        self._pending: torch.Tensor | None = None  # sigma computed by a fused call for this forward
+        if ndim > 1:
+            self.n_power_iterations = n_power_iterations
+            matrix = weight.detach().movedim(self.dim, 0).flatten(1)
+            h, w = matrix.shape
+            # Drawn as torch draws them, so one seed gives torch's u and v.
+            u = matrix.new_empty(h).normal_(0, 1)
+            v = matrix.new_empty(w).normal_(0, 1)
+            self.register_buffer("_u", F.normalize(u, dim=0, eps=self.eps))
+            self.register_buffer("_v", F.normalize(v, dim=0, eps=self.eps))
+            power_iteration_([weight.detach()], [self._u], [self._v], [self.dim], 15, self.eps)
+
+    def sigma(self, weight: torch.Tensor) -> torch.Tensor:
+        """sigma(W), differentiable in W; runs this forward's power iteration (training
+        mode) unless a fused call already did."""
+        value, self._pending = self._pending, None
+        if value is None:
+            with torch.no_grad():
+                iterations = self.n_power_iterations if self.training else 0
+                value = power_iteration_([weight.detach()], [self._u], [self._v], [self.dim], iterations, self.eps)[0]
+        # Copies: a later forward updates the buffers before this one's backward runs.
+        u = self._u.clone(memory_format=torch.contiguous_format)
+        v = self._v.clone(memory_format=torch.contiguous_format)
+        return attach_sigma(weight, value, u, v, self.dim)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.ndim == 1:
+            return F.normalize(weight, dim=0, eps=self.eps)
+        return weight / self.sigma(weight)
+
+    def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        # Assigning module.weight = X stores X as the unnormalised weight, as torch does.
+        return value
+
+
+def _our_spectral_norm(module: nn.Module) -> SpectralNorm | None:
+    """The module's weight parametrization if it is exactly one of ours, on a >= 2-D weight."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    chain = module.parametrizations.weight
+    if len(chain) != 1 or not isinstance(chain[0], SpectralNorm) or chain.original.ndim < 2:
+        return None
+    return chain[0]
+
+
+def _output_without_bias(module: nn.Module, input: torch.Tensor, weight: torch.Tensor, output_size=None):
+    if isinstance(module, nn.Linear):
+        return F.linear(input, weight)
+    if isinstance(module, CONVOLUTIONS):
+        return module._conv_forward(input, weight, None)
+    if module.padding_mode != "zeros":
+        raise ValueError(f"Only 'zeros' padding mode is supported for {type(module).__name__}")
+    spatial = weight.ndim - 2
+    output_padding = module._output_padding(input, output_size, module.stride, module.padding, module.kernel_size,
+                                            spatial, module.dilation)
+    transpose = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[spatial - 1]
+    return transpose(input, weight, None, module.stride, module.padding, output_padding, module.groups,
+                     module.dilation)
+
+
+def _scaled_forward(self, input, *args, **kwargs):
+    """forward of a spectrally normalised Linear/Conv/ConvTranspose: the layer with W, output / sigma."""
+    sn = _our_spectral_norm(self)
+    if sn is None:  # other or stacked parametrizations, or removed: the layer's own forward
+        return self._medgan_fast_base.forward(self, input, *args, **kwargs)
+    weight = self.parametrizations.weight.original
+    sigma = sn.sigma(weight)
+    out = _output_without_bias(self, input, weight, *args, **kwargs)
+    if self.bias is None:
+        return out / sigma
+    bias = self.bias if isinstance(self, nn.Linear) else self.bias.view(1, -1, *([1] * (out.dim() - 2)))
+    return torch.addcmul(bias, out, sigma.reciprocal())
+
+
+_SCALED_CLASSES: dict[type, type] = {}
+
+
+def _scaled_class(cls: type) -> type:
+    """A subclass of a Linear/Conv class whose forward scales the output by 1 / sigma."""
+    if getattr(cls, "_medgan_fast_base", None) is not None:
+        return cls
+    if cls not in _SCALED_CLASSES:
+        _SCALED_CLASSES[cls] = type(f"SpectralNorm{cls.__name__}", (cls,),
+                                    {"forward": _scaled_forward, "_medgan_fast_base": cls, "__module__": __name__})
+    return _SCALED_CLASSES[cls]
+
+
+def spectral_norm(module: nn.Module, name: str = "weight", n_power_iterations: int = 1, eps: float = 1e-12,
+                  dim: int | None = None) -> nn.Module:
+    """Applies spectral normalisation to ``module.<name>``; a drop-in for
+    ``torch.nn.utils.parametrizations.spectral_norm`` (same arguments, semantics and
+    state_dict keys ``parametrizations.weight.original`` / ``...0._u`` / ``...0._v``).
+
+    Args:
+        module: the layer (Linear, Conv*, ConvTranspose* take the fast path; any other
+            module with a tensor ``name`` works as with torch's, by forming W / sigma).
+        name: the parameter to normalise.
+        n_power_iterations: power iterations per training-mode forward.
+        eps: for numerical stability of the normalisations.
+        dim: the dimension of the weight's rows; default 0, or 1 for ConvTranspose*.
+
+    Returns:
+        The module, normalised in place.
+
+    >>> layer = spectral_norm(torch.nn.Linear(20, 40))
+    >>> layer(torch.randn(3, 20)).shape
+    torch.Size([3, 40])
+    """
+    weight = getattr(module, name, None)
+    if not isinstance(weight, torch.Tensor):
+        raise ValueError(f"Module '{module}' has no parameter or buffer with name '{name}'")
+    if dim is None:
+        dim = 1 if isinstance(module, TRANSPOSED) else 0
+    if name == "weight" and weight.ndim > 1 and isinstance(module, (nn.Linear, *CONVOLUTIONS, *TRANSPOSED)):
+        # Before parametrize wraps the class, so its Parametrized subclass inherits the
+        # scaled forward and removing the parametrization restores plain behaviour.
+        module.__class__ = _scaled_class(type(module))
+    parametrize.register_parametrization(module, name, SpectralNorm(weight, n_power_iterations, dim, eps))
+    return module
+
+
+def _fused_power_iteration(model: nn.Module, args) -> None:
+    """Forward pre-hook of :func:`fuse_spectral_norm`: one power_iteration_ call per group
+    of layers with the same dtype, device, iteration count and eps."""
+    groups: dict[tuple, list[tuple[torch.Tensor, SpectralNorm]]] = {}
+    for module in model.modules():
+        sn = _our_spectral_norm(module)
+        if sn is not None:
+            weight = module.parametrizations.weight.original
+            iterations = sn.n_power_iterations if sn.training else 0
+            groups.setdefault((weight.device, weight.dtype, iterations, sn.eps), []).append((weight, sn))
+    with torch.no_grad():
+        for (_, _, iterations, eps), layers in groups.items():
+            sigmas = power_iteration_([w.detach() for w, _ in layers], [sn._u for _, sn in layers],
+                                      [sn._v for _, sn in layers], [sn.dim for _, sn in layers], iterations, eps)
+            for (_, sn), sigma in zip(layers, sigmas.unbind(0)):
+                sn._pending = sigma
+
+
+def fuse_spectral_norm(model: nn.Module) -> nn.Module:
+    """Runs the power iterations of all of `model`'s spectral-norm layers (from
+    :func:`spectral_norm`) in one fused call at the start of each ``model(...)``, instead
+    of one chain of small kernels per layer. Results are identical when every such layer
+    runs once per forward, as in a DCGAN/SNGAN discriminator; a layer that does not run
+    still has its power iteration done. Returns the model.
+    """
+    if _fused_power_iteration not in model._forward_pre_hooks.values():
+        model.register_forward_pre_hook(_fused_power_iteration)
+    return model

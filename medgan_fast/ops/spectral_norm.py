@@ -1,0 +1,142 @@
+"""Spectral normalisation: the power iteration of many weights in one call.
+
+Kernel: csrc/ops/spectral_norm (CUDA: three launches per iteration for all weights
+together; CPU: one parallel pass over all weights' rows, then over their columns).
+The layer built on it is :func:`medgan_fast.nn.spectral_norm`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .._ext import HAS_CPU_KERNELS, use_kernel
+
+__all__ = ["attach_sigma", "power_iteration_", "power_iteration_reference", "weight_layout"]
+
+KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def weight_layout(shape, dim: int) -> tuple[int, int, int]:
+    """(P, h, Q): the weight as (P, h, Q) blocks, its matrix h x (P*Q) with column p*Q + q.
+
+    This is torch's ``weight.permute(dim, ...).reshape(h, -1)`` read in place.
+    """
+    dim = dim % len(shape)
+    before, after = 1, 1
+    for size in shape[:dim]:
+        before *= size
+    for size in shape[dim + 1:]:
+        after *= size
+    return before, shape[dim], after
+
+
+def _check(weights, us, vs, dims, n_power_iterations, eps):
+    if not (isinstance(weights, (list, tuple)) and isinstance(us, (list, tuple)) and isinstance(vs, (list, tuple))):
+        raise TypeError("weights, us and vs must be lists of tensors")
+    if not weights:
+        raise ValueError("weights must not be empty")
+    if not len(weights) == len(us) == len(vs) == len(dims):
+        raise ValueError(f"weights, us, vs and dims must have the same length, got {len(weights)}, {len(us)}, "
+                         f"{len(vs)}, {len(dims)}")
+    if isinstance(n_power_iterations, bool) or not isinstance(n_power_iterations, int) or n_power_iterations < 0:
+        raise ValueError(f"n_power_iterations must be an integer >= 0, got {n_power_iterations!r}")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps!r}")
+    first = weights[0]
+    for k, (w, u, v, dim) in enumerate(zip(weights, us, vs, dims)):
+        if not isinstance(w, torch.Tensor) or w.dim() < 2 or w.numel() == 0:
+            raise ValueError(f"weights[{k}] must be a non-empty tensor of at least 2 dimensions")
+        if w.dtype != first.dtype or w.device != first.device:
+            raise ValueError(f"weights must share dtype and device; weights[{k}] is {w.dtype} on {w.device}, "
+                             f"weights[0] {first.dtype} on {first.device}")
+        if not -w.dim() <= dim < w.dim():
+            raise ValueError(f"dims[{k}] = {dim} is out of range for {w.dim()}-D weights[{k}]")
+        p, h, q = weight_layout(w.shape, dim)
+        for name, x, size in (("us", u, h), ("vs", v, p * q)):
+            if (not isinstance(x, torch.Tensor) or x.shape != (size,) or not x.is_contiguous()
+                    or x.dtype != w.dtype or x.device != w.device):
+                raise ValueError(f"{name}[{k}] must be a contiguous {w.dtype} vector of {size} elements on "
+                                 f"{w.device}, got {getattr(x, 'shape', type(x))}")
+
+
+def power_iteration_(weights: list[torch.Tensor], us: list[torch.Tensor], vs: list[torch.Tensor], dims: list[int],
+                     n_power_iterations: int = 1, eps: float = 1e-12, *, impl: str = "auto") -> torch.Tensor:
+    """Power iterations of the spectral norm of every weight, in one call.
+
+    For each k, with W = weights[k] as a matrix of size(dims[k]) rows (torch's
+    ``weight.permute(dim, ...).flatten(1)``) and normalize(x) = x / max(||x||, eps),
+    n_power_iterations times: ``u = normalize(W v)``, ``v = normalize(W^T u)``, updating
+    us[k] and vs[k] in place, exactly as torch.nn.utils.parametrizations.spectral_norm.
+
+    Args:
+        weights: tensors of at least 2 dimensions, one dtype and device.
+        us, vs: contiguous vectors of h and P*Q elements (h = size(dim)), updated in place.
+        dims: the row dimension of each weight (0, or 1 for transposed convolutions).
+        n_power_iterations: 0 leaves us and vs as they are (evaluation).
+
+    Returns:
+        (L,) tensor of sigma_k = u^T W v with the final u, v (not differentiable; see
+        :func:`attach_sigma`). Kernels for float32/float64; other dtypes use the reference.
+    """
+    _check(weights, us, vs, dims, n_power_iterations, eps)
+    weights = [w.detach() for w in weights]
+    dims = [int(d) for d in dims]
+    device, dtype = weights[0].device, weights[0].dtype
+    if dtype in KERNEL_DTYPES and use_kernel("power_iteration_", device, impl):
+        return torch.ops.medgan_fast.spectral_norm_power_iteration_(weights, list(us), list(vs), dims,
+                                                                    n_power_iterations, float(eps))
+    return power_iteration_reference(weights, us, vs, dims, n_power_iterations, eps)
+
+
+@torch.no_grad()
+def power_iteration_reference(weights, us, vs, dims, n_power_iterations: int = 1, eps: float = 1e-12) -> torch.Tensor:
+    """:func:`power_iteration_` one weight at a time with torch.mv, as torch's
+    ``_SpectralNorm._power_method`` (the test oracle and the fallback)."""
+    sigmas = []
+    for w, u, v, dim in zip(weights, us, vs, dims):
+        matrix = w.detach().movedim(dim, 0).flatten(1)
+        for _ in range(n_power_iterations):
+            u.copy_(F.normalize(torch.mv(matrix, v), dim=0, eps=eps))
+            v.copy_(F.normalize(torch.mv(matrix.t(), u), dim=0, eps=eps))
+        sigmas.append(torch.vdot(u, torch.mv(matrix, v)))
+    return torch.stack(sigmas)
+
+
+class _AttachSigma(torch.autograd.Function):
+    """sigma = u^T W v as a function of W (u, v constants), its value already known.
+
+    The forward costs nothing; the backward is one pass over W: grad_W = g u v^T.
+    """
+
+    @staticmethod
+    def forward(weight, sigma, u, v, dim):
+        return sigma.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        weight, _, u, v, dim = inputs
+        ctx.save_for_backward(u, v)
+        ctx.shape = weight.shape
+        ctx.layout = weight_layout(weight.shape, dim)
+
+    @staticmethod
+    def backward(ctx, grad):
+        u, v = ctx.saved_tensors
+        p, h, q = ctx.layout
+        grad_weight = ((grad * u).view(1, h, 1) * v.view(p, 1, q)).view(ctx.shape)
+        return grad_weight, None, None, None, None
+
+
+def attach_sigma(weight: torch.Tensor, sigma: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                 dim: int) -> torch.Tensor:
+    """sigma (0-d, from :func:`power_iteration_`) made differentiable in `weight`: the
+    gradient is that of u^T W v with u, v held constant, as in torch's spectral_norm.
+    Pass copies of u and v: the backward needs them as they were in this forward."""
+    return _AttachSigma.apply(weight, sigma, u, v, dim)
+
+
+if HAS_CPU_KERNELS:
+    @torch.library.register_fake("medgan_fast::spectral_norm_power_iteration_")
+    def _power_iteration_fake(weights, us, vs, dims, n_power_iterations, eps):
+        return weights[0].new_empty((len(weights),))
