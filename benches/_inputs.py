@@ -30,6 +30,14 @@ def emps_masks(count=64, size=512) -> np.ndarray:
     return np.stack([np.asarray(Image.open(f))[:size, :size] > 0 for f in files])
 
 
+def bench(benchmark, group, entry, fn):
+    """Times fn as `entry` of `group`. Entries starting with "medgan_fast" are ours;
+    "none" is a baseline without the feature (report.py prints overheads against it)."""
+    benchmark.group = group
+    benchmark.extra_info["entry"] = entry
+    return benchmark(fn)
+
+
 def synchronised(fn):
     """fn followed by a CUDA synchronise, so the benchmark times the GPU's work."""
     def run():

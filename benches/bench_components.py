@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
-from _inputs import blob_mask, emps_masks, needs_cuda, synchronised
+from _inputs import bench, blob_mask, emps_masks, needs_cuda, synchronised
 from skimage import measure
 
 from medgan_fast import ops
-
-
-def bench(benchmark, group, fn, **extra):
-    benchmark.group = group
-    benchmark.extra_info.update(extra)
-    return benchmark(fn)
 
 
 # ---------------------------------------------------------------------------------------
@@ -39,7 +33,7 @@ GROUP_2D = "label 2048x2048 (16% fg, full connectivity)"
 
 
 def test_label_2d_medgan_fast(benchmark, mask_2048, skimage_2048):
-    labels, count = bench(benchmark, GROUP_2D, lambda: ops.label(torch.from_numpy(mask_2048)))
+    labels, count = bench(benchmark, GROUP_2D, "medgan_fast", lambda: ops.label(torch.from_numpy(mask_2048)))
     benchmark.extra_info["equals_skimage"] = bool((labels.numpy() == skimage_2048).all())
     assert benchmark.extra_info["equals_skimage"]
 
@@ -48,24 +42,24 @@ def test_label_2d_medgan_fast_with_stats(benchmark, mask_2048, skimage_2048):
     def run():
         labels, count = ops.label(torch.from_numpy(mask_2048))
         return ops.component_stats(labels, count)
-    stats = bench(benchmark, GROUP_2D, run)
+    stats = bench(benchmark, GROUP_2D, "medgan_fast_with_stats", run)
     assert stats.area.numel() == skimage_2048.max()
 
 
 def test_label_2d_scipy(benchmark, mask_2048, skimage_2048):
     structure = ndi.generate_binary_structure(2, 2)
-    labels, count = bench(benchmark, GROUP_2D, lambda: ndi.label(mask_2048, structure))
+    labels, count = bench(benchmark, GROUP_2D, "scipy", lambda: ndi.label(mask_2048, structure))
     assert count == skimage_2048.max()
 
 
 def test_label_2d_skimage(benchmark, mask_2048):
-    bench(benchmark, GROUP_2D, lambda: measure.label(mask_2048))
+    bench(benchmark, GROUP_2D, "skimage", lambda: measure.label(mask_2048))
 
 
 def test_label_2d_cv2_with_stats(benchmark, mask_2048, skimage_2048):
     cv2 = pytest.importorskip("cv2")
     mask_u8 = mask_2048.astype(np.uint8)
-    count, *_ = bench(benchmark, GROUP_2D,
+    count, *_ = bench(benchmark, GROUP_2D, "cv2_with_stats",
                       lambda: cv2.connectedComponentsWithStats(mask_u8, connectivity=8, ltype=cv2.CV_32S))
     assert count - 1 == skimage_2048.max()
 
@@ -73,7 +67,7 @@ def test_label_2d_cv2_with_stats(benchmark, mask_2048, skimage_2048):
 def test_label_2d_cv2(benchmark, mask_2048, skimage_2048):
     cv2 = pytest.importorskip("cv2")
     mask_u8 = mask_2048.astype(np.uint8)
-    count, _ = bench(benchmark, GROUP_2D, lambda: cv2.connectedComponents(mask_u8, connectivity=8, ltype=cv2.CV_32S))
+    count, _ = bench(benchmark, GROUP_2D, "cv2", lambda: cv2.connectedComponents(mask_u8, connectivity=8, ltype=cv2.CV_32S))
     assert count - 1 == skimage_2048.max()
 
 
@@ -89,18 +83,18 @@ GROUP_3D = "label 128x256x256 volume (16% fg, full connectivity)"
 
 
 def test_label_3d_medgan_fast(benchmark, volume):
-    labels, count = bench(benchmark, GROUP_3D, lambda: ops.label(torch.from_numpy(volume)))
+    labels, count = bench(benchmark, GROUP_3D, "medgan_fast", lambda: ops.label(torch.from_numpy(volume)))
     benchmark.extra_info["equals_skimage"] = bool((labels.numpy() == measure.label(volume)).all())
     assert benchmark.extra_info["equals_skimage"]
 
 
 def test_label_3d_scipy(benchmark, volume):
     structure = ndi.generate_binary_structure(3, 3)
-    bench(benchmark, GROUP_3D, lambda: ndi.label(volume, structure))
+    bench(benchmark, GROUP_3D, "scipy", lambda: ndi.label(volume, structure))
 
 
 def test_label_3d_skimage(benchmark, volume):
-    bench(benchmark, GROUP_3D, lambda: measure.label(volume))
+    bench(benchmark, GROUP_3D, "skimage", lambda: measure.label(volume))
 
 
 # ---------------------------------------------------------------------------------------
@@ -115,18 +109,18 @@ GROUP_BATCH = "label_batch 64 EMPS masks 512x512"
 
 
 def test_label_batch_medgan_fast(benchmark, emps):
-    labels, counts = bench(benchmark, GROUP_BATCH, lambda: ops.label_batch(torch.from_numpy(emps)))
+    labels, counts = bench(benchmark, GROUP_BATCH, "medgan_fast", lambda: ops.label_batch(torch.from_numpy(emps)))
     expected = [measure.label(m).max() for m in emps]
     assert counts.tolist() == expected
 
 
 def test_label_batch_scipy_loop(benchmark, emps):
     structure = ndi.generate_binary_structure(2, 2)
-    bench(benchmark, GROUP_BATCH, lambda: [ndi.label(m, structure) for m in emps])
+    bench(benchmark, GROUP_BATCH, "scipy_loop", lambda: [ndi.label(m, structure) for m in emps])
 
 
 def test_label_batch_skimage_loop(benchmark, emps):
-    bench(benchmark, GROUP_BATCH, lambda: [measure.label(m) for m in emps])
+    bench(benchmark, GROUP_BATCH, "skimage_loop", lambda: [measure.label(m) for m in emps])
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,7 +137,7 @@ def mask_4096():
 @needs_cuda
 def test_label_4096_medgan_fast_cuda(benchmark, mask_4096):
     mask = torch.from_numpy(mask_4096).cuda()
-    labels, count = bench(benchmark, GROUP_GPU, synchronised(lambda: torch.ops.medgan_fast.label(mask, 2)))
+    labels, count = bench(benchmark, GROUP_GPU, "medgan_fast_cuda", synchronised(lambda: torch.ops.medgan_fast.label(mask, 2)))
     expected = measure.label(mask_4096)
     benchmark.extra_info["equals_skimage"] = bool((labels.cpu().numpy() == expected).all())
     assert benchmark.extra_info["equals_skimage"]
@@ -151,9 +145,9 @@ def test_label_4096_medgan_fast_cuda(benchmark, mask_4096):
 
 @needs_cuda
 def test_label_4096_scipy(benchmark, mask_4096):
-    bench(benchmark, GROUP_GPU, lambda: ndi.label(mask_4096, ndi.generate_binary_structure(2, 2)))
+    bench(benchmark, GROUP_GPU, "scipy", lambda: ndi.label(mask_4096, ndi.generate_binary_structure(2, 2)))
 
 
 @needs_cuda
 def test_label_4096_medgan_fast_cpu(benchmark, mask_4096):
-    bench(benchmark, GROUP_GPU, lambda: ops.label(torch.from_numpy(mask_4096)))
+    bench(benchmark, GROUP_GPU, "medgan_fast_cpu", lambda: ops.label(torch.from_numpy(mask_4096)))

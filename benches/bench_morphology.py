@@ -7,14 +7,9 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
-from _inputs import blob_mask, needs_cuda, synchronised
+from _inputs import bench, blob_mask, needs_cuda, synchronised
 
 from medgan_fast import ops
-
-
-def bench(benchmark, group, fn):
-    benchmark.group = group
-    return benchmark(fn)
 
 
 @pytest.fixture(scope="module")
@@ -36,19 +31,19 @@ BINARY = "dilate binary 2048x2048, disk(5)"
 
 
 def test_dilate_binary_medgan_fast(benchmark, mask, footprint, expected_dilation):
-    out = bench(benchmark, BINARY, lambda: ops.dilate(torch.from_numpy(mask), footprint))
+    out = bench(benchmark, BINARY, "medgan_fast", lambda: ops.dilate(torch.from_numpy(mask), footprint))
     benchmark.extra_info["equals_scipy"] = bool((out.numpy() == expected_dilation).all())
     assert benchmark.extra_info["equals_scipy"]
 
 
 def test_dilate_binary_scipy(benchmark, mask, footprint):
-    bench(benchmark, BINARY, lambda: ndi.binary_dilation(mask, footprint))
+    bench(benchmark, BINARY, "scipy", lambda: ndi.binary_dilation(mask, footprint))
 
 
 def test_dilate_binary_cv2(benchmark, mask, footprint, expected_dilation):
     cv2 = pytest.importorskip("cv2")
     mask_u8, kernel = mask.astype(np.uint8), footprint.astype(np.uint8)
-    out = bench(benchmark, BINARY, lambda: cv2.dilate(mask_u8, kernel))
+    out = bench(benchmark, BINARY, "cv2", lambda: cv2.dilate(mask_u8, kernel))
     assert (out.astype(bool) == expected_dilation).all()
 
 
@@ -56,18 +51,18 @@ ERODE = "erode binary 2048x2048, disk(5)"
 
 
 def test_erode_binary_medgan_fast(benchmark, mask, footprint):
-    out = bench(benchmark, ERODE, lambda: ops.erode(torch.from_numpy(mask), footprint))
+    out = bench(benchmark, ERODE, "medgan_fast", lambda: ops.erode(torch.from_numpy(mask), footprint))
     assert (out.numpy() == ndi.binary_erosion(mask, footprint, border_value=1)).all()
 
 
 def test_erode_binary_scipy(benchmark, mask, footprint):
-    bench(benchmark, ERODE, lambda: ndi.binary_erosion(mask, footprint, border_value=1))
+    bench(benchmark, ERODE, "scipy", lambda: ndi.binary_erosion(mask, footprint, border_value=1))
 
 
 def test_erode_binary_cv2(benchmark, mask, footprint):
     cv2 = pytest.importorskip("cv2")
     mask_u8, kernel = mask.astype(np.uint8), footprint.astype(np.uint8)
-    bench(benchmark, ERODE, lambda: cv2.erode(mask_u8, kernel))
+    bench(benchmark, ERODE, "cv2", lambda: cv2.erode(mask_u8, kernel))
 
 
 GREY = "dilate grey uint8 2048x2048, disk(5)"
@@ -79,17 +74,17 @@ def grey():
 
 
 def test_dilate_grey_medgan_fast(benchmark, grey, footprint):
-    out = bench(benchmark, GREY, lambda: ops.dilate(torch.from_numpy(grey), footprint))
+    out = bench(benchmark, GREY, "medgan_fast", lambda: ops.dilate(torch.from_numpy(grey), footprint))
     assert (out.numpy() == ndi.grey_dilation(grey, footprint=footprint, mode="constant", cval=0)).all()
 
 
 def test_dilate_grey_scipy(benchmark, grey, footprint):
-    bench(benchmark, GREY, lambda: ndi.grey_dilation(grey, footprint=footprint))
+    bench(benchmark, GREY, "scipy", lambda: ndi.grey_dilation(grey, footprint=footprint))
 
 
 def test_dilate_grey_cv2(benchmark, grey, footprint):
     cv2 = pytest.importorskip("cv2")
-    bench(benchmark, GREY, lambda: cv2.dilate(grey, footprint.astype(np.uint8)))
+    bench(benchmark, GREY, "cv2", lambda: cv2.dilate(grey, footprint.astype(np.uint8)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -102,7 +97,7 @@ GPU = "dilate binary 2048x2048, disk(5): GPU"
 def test_dilate_binary_medgan_fast_cuda(benchmark, mask, footprint, expected_dilation):
     x = torch.from_numpy(mask).cuda()
     fp = torch.from_numpy(footprint)
-    out = bench(benchmark, GPU, synchronised(lambda: ops.dilate(x, fp)))
+    out = bench(benchmark, GPU, "medgan_fast_cuda", synchronised(lambda: ops.dilate(x, fp)))
     assert (out.cpu().numpy() == expected_dilation).all()
 
 
@@ -111,5 +106,5 @@ def test_dilate_binary_kornia_cuda(benchmark, mask, footprint, expected_dilation
     kornia = pytest.importorskip("kornia")
     x = torch.from_numpy(mask).cuda().float()[None, None]
     kernel = torch.from_numpy(footprint).cuda().float()
-    out = bench(benchmark, GPU, synchronised(lambda: kornia.morphology.dilation(x, kernel)))
+    out = bench(benchmark, GPU, "kornia_cuda", synchronised(lambda: kornia.morphology.dilation(x, kernel)))
     assert (out[0, 0].bool().cpu().numpy() == expected_dilation).all()

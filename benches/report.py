@@ -2,7 +2,8 @@
 
     python benches/report.py benches/results/cpu-2core.json [more.json ...] [--readme README.md]
 
-Entries whose name starts with "medgan_fast" are ours, every other entry is a peer. Each
+Entries whose name starts with "medgan_fast" are ours, "none" is a baseline without the
+feature (its group also gets an overhead table), every other entry is a peer. Each
 peer is compared with the entry of ours that shares its suffix ("cv2_with_stats" with
 "medgan_fast_with_stats", "kornia_cuda" with "medgan_fast_cuda"), else with the group's
 first entry of ours. With --readme the
@@ -12,7 +13,6 @@ so the README's numbers always come from a saved run.
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -20,10 +20,8 @@ START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 
 def entry_name(bench: dict) -> str:
-    """test_label_2d_cv2_with_stats -> cv2_with_stats (the part after the group's stem)."""
-    name = bench["name"].removeprefix("test_")
-    match = re.search(r"(medgan_fast\w*|scipy\w*|skimage\w*|cv2\w*|kornia\w*)$", name)
-    return match.group(1) if match else name
+    """The entry a benchmark times (benches/_inputs.bench records it), e.g. "scipy"."""
+    return bench.get("extra_info", {}).get("entry", bench["name"])
 
 
 def machine_line(data: dict) -> str:
@@ -46,6 +44,7 @@ def table(paths: list[Path]) -> str:
         groups: dict[str, list[dict]] = {}
         for bench in data["benchmarks"]:
             groups.setdefault(bench["group"], []).append(bench)
+        overheads = []
         lines += [f"Measured on {machine_line(data)} (`{path.as_posix()}`):", "",
                   "| benchmark | ours | ours (ms) | peer | peer (ms) | speed-up |",
                   "|---|---|---:|---|---:|---:|"]
@@ -53,14 +52,23 @@ def table(paths: list[Path]) -> str:
             ours = {entry_name(b): b for b in benches if entry_name(b).startswith("medgan_fast")}
             if not ours:
                 continue
+            baseline = next((b for b in benches if entry_name(b) == "none"), None)
             for bench in benches:
                 peer = entry_name(bench)
-                if peer in ours:
+                if baseline is not None and bench is not baseline:
+                    overhead = bench["stats"]["median"] / baseline["stats"]["median"] - 1
+                    overheads.append(f"| {group} | {peer} | {bench['stats']['median'] * 1e3:.2f} | "
+                                     f"{baseline['stats']['median'] * 1e3:.2f} | {overhead * 100:+.1f}% |")
+                if peer in ours or peer == "none":
                     continue
                 match = next((name for name in ours if name != "medgan_fast" and peer.endswith(name[len("medgan_fast"):])),
                              next(iter(ours)))
                 ours_ms, peer_ms = ours[match]["stats"]["median"] * 1e3, bench["stats"]["median"] * 1e3
                 lines.append(f"| {group} | {match} | {ours_ms:.2f} | {peer} | {peer_ms:.2f} | {peer_ms / ours_ms:.1f}x |")
+        if overheads:
+            lines += ["", "Overheads against the same work without the feature (\"none\"):", "",
+                      "| benchmark | implementation | median (ms) | none (ms) | overhead |", "|---|---|---:|---:|---:|",
+                      *overheads]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

@@ -6,9 +6,13 @@ Same semantics, state_dict keys and buffers as torch's: ``u = normalize(W v)`` t
 training mode, sigma = u^T W v, gradients through W only, 1-D weights normalised exactly,
 ``dim`` 1 for transposed convolutions. Two things differ in how it is computed:
 
-- Linear, Conv1/2/3d and ConvTranspose1/2/3d layers never form W / sigma: the layer runs
-  with W and its output is scaled by 1 / sigma (the same result; bias added after).
-  ``module.weight`` still returns W / sigma for code that reads it.
+- Linear, Conv1/2/3d and ConvTranspose1/2/3d layers scale whichever is smaller by
+  1 / sigma: the layer's output (the layer then runs with W, bias added after scaling) or
+  its weight (W / sigma is formed). Both give the same result; scaling a large output
+  costs several passes over activations (forward and backward), forming W / sigma several
+  passes over the weight, so late layers of a discriminator (small outputs, large weights)
+  scale outputs and early ones (large outputs, small weights) scale weights.
+  ``module.weight`` returns W / sigma for code that reads it.
 - :func:`fuse_spectral_norm` makes one model's spectral-norm layers share a single
   multi-weight power-iteration call per forward (medgan_fast.ops.power_iteration_)
   instead of a chain of small kernels per layer.
@@ -101,13 +105,31 @@ def _output_without_bias(module: nn.Module, input: torch.Tensor, weight: torch.T
                      module.dilation)
 
 
+def _estimated_output_numel(module: nn.Module, input: torch.Tensor) -> float:
+    """About how many elements the layer outputs (exact for Linear; for convolutions
+    ignoring borders), to decide what to scale."""
+    if isinstance(module, nn.Linear):
+        return input.numel() / module.in_features * module.out_features
+    ratio = module.out_channels / module.in_channels
+    for stride in module.stride:
+        ratio = ratio * stride if isinstance(module, TRANSPOSED) else ratio / stride
+    return input.numel() * ratio
+
+
 def _scaled_forward(self, input, *args, **kwargs):
-    """forward of a spectrally normalised Linear/Conv/ConvTranspose: the layer with W, output / sigma."""
+    """forward of a spectrally normalised Linear/Conv/ConvTranspose: scales the smaller of
+    the output and the weight by 1 / sigma."""
     sn = _our_spectral_norm(self)
     if sn is None:  # other or stacked parametrizations, or removed: the layer's own forward
         return self._medgan_fast_base.forward(self, input, *args, **kwargs)
     weight = self.parametrizations.weight.original
     sigma = sn.sigma(weight)
+    if _estimated_output_numel(self, input) >= weight.numel():
+        normalized = weight * sigma.reciprocal()
+        out = _output_without_bias(self, input, normalized, *args, **kwargs)
+        if self.bias is None:
+            return out
+        return out + (self.bias if isinstance(self, nn.Linear) else self.bias.view(1, -1, *([1] * (out.dim() - 2))))
     out = _output_without_bias(self, input, weight, *args, **kwargs)
     if self.bias is None:
         return out / sigma

@@ -18,6 +18,21 @@ struct ColumnBlock {
 };
 constexpr int64_t kColumnBlock = 256;
 
+// a . b with independent partial sums: a single running sum is a dependency chain the
+// compiler may not reorder (no -ffast-math), so it would not vectorise.
+template <typename T>
+T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  constexpr int kLanes = 16;
+  T lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) lanes[j] += a[i + j] * b[i + j];
+  T acc = 0;
+  for (; i < n; ++i) acc += a[i] * b[i];
+  for (int j = 0; j < kLanes; ++j) acc += lanes[j];
+  return acc;
+}
+
 // t = W v for every layer.
 template <typename T>
 void rows_pass(Layer<T>* layers, int count, int64_t total_rows) {
@@ -26,14 +41,15 @@ void rows_pass(Layer<T>* layers, int count, int64_t total_rows) {
       const Layer<T>& L = layers[find_layer<T, true>(layers, count, row)];
       const int64_t r = row - L.row_offset;
       T acc = 0;
-      for (int64_t p = 0; p < L.P; ++p) {
-        const T* w = L.weight + (p * L.h + r) * L.Q;
-        const T* v = L.v + p * L.Q;
-        for (int64_t q = 0; q < L.Q; ++q) acc += w[q] * v[q];
-      }
+      for (int64_t p = 0; p < L.P; ++p) acc += dot(L.weight + (p * L.h + r) * L.Q, L.v + p * L.Q, L.Q);
       L.t[r] = acc;
     }
   });
+}
+
+template <typename T>
+void axpy(T* __restrict y, const T* __restrict x, T a, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) y[j] += a * x[j];
 }
 
 // s' = W^T t for every layer.
@@ -45,22 +61,12 @@ void columns_pass(Layer<T>* layers, const std::vector<ColumnBlock>& blocks) {
       const Layer<T>& L = layers[blocks[b].layer];
       const int64_t p = blocks[b].begin / L.Q, q0 = blocks[b].begin % L.Q, n = blocks[b].end - blocks[b].begin;
       std::fill(acc, acc + n, T(0));
-      for (int64_t r = 0; r < L.h; ++r) {
-        const T* w = L.weight + (p * L.h + r) * L.Q + q0;
-        const T t = L.t[r];
-        for (int64_t j = 0; j < n; ++j) acc[j] += w[j] * t;
-      }
+      for (int64_t r = 0; r < L.h; ++r) axpy(acc, L.weight + (p * L.h + r) * L.Q + q0, L.t[r], n);
       std::copy(acc, acc + n, L.s + blocks[b].begin);
     }
   });
 }
 
-template <typename T>
-T sum_of_squares(const T* x, int64_t n) {
-  T acc = 0;
-  for (int64_t i = 0; i < n; ++i) acc += x[i] * x[i];
-  return acc;
-}
 
 template <typename T>
 void power_iteration(Layer<T>* layers, int count, int64_t n_iterations, double eps, T* sigmas) {
@@ -76,9 +82,7 @@ void power_iteration(Layer<T>* layers, int count, int64_t n_iterations, double e
   if (n_iterations == 0) {
     rows_pass(layers, count, total_rows);
     for (int k = 0; k < count; ++k) {
-      T acc = 0;
-      for (int64_t r = 0; r < layers[k].h; ++r) acc += layers[k].u[r] * layers[k].t[r];
-      sigmas[k] = acc;
+      sigmas[k] = dot(layers[k].u, layers[k].t, layers[k].h);
     }
     return;
   }
@@ -88,7 +92,7 @@ void power_iteration(Layer<T>* layers, int count, int64_t n_iterations, double e
     at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
       for (int64_t k = first; k < last; ++k) {
         const Layer<T>& L = layers[k];
-        const Scales<T> scale = finish_scales(sum_of_squares(L.t, L.h), sum_of_squares(L.s, L.width()), T(eps));
+        const Scales<T> scale = finish_scales(dot(L.t, L.t, L.h), dot(L.s, L.s, L.width()), T(eps));
         for (int64_t r = 0; r < L.h; ++r) L.u[r] = L.t[r] * scale.u;
         for (int64_t c = 0; c < L.width(); ++c) L.v[c] = L.s[c] * scale.v;
         sigmas[k] = scale.sigma;

@@ -1,0 +1,65 @@
+"""Spectral-norm overhead: the DCGAN-64 discriminator's forward + backward with our
+spectral norm (fused), torch's parametrization, and none, at batch 8, 16 and 64.
+
+report.py prints each one's overhead against "none" (the same discriminator without
+spectral norm) and our speed-up over torch's.
+"""
+
+import pytest
+import torch
+from _inputs import bench, needs_cuda, synchronised
+from torch import nn
+
+from medgan_fast.nn import fuse_spectral_norm, spectral_norm
+
+BATCHES = (8, 16, 64)
+
+
+def discriminator(sn=None, channels=3, width=64) -> nn.Module:
+    """The DCGAN-64 discriminator (Radford et al.), spectral norm on every conv if `sn`."""
+    wrap = sn or (lambda layer: layer)
+    layers = [wrap(nn.Conv2d(channels, width, 4, 2, 1, bias=False)), nn.LeakyReLU(0.2, inplace=True)]
+    for k in (1, 2, 4):
+        layers += [wrap(nn.Conv2d(width * k, width * 2 * k, 4, 2, 1, bias=False)), nn.BatchNorm2d(width * 2 * k),
+                   nn.LeakyReLU(0.2, inplace=True)]
+    layers.append(wrap(nn.Conv2d(width * 8, 1, 4, 1, 0, bias=False)))
+    return nn.Sequential(*layers)
+
+
+VARIANTS = {
+    "none": lambda: discriminator(),
+    "torch_parametrization": lambda: discriminator(nn.utils.parametrizations.spectral_norm),
+    "medgan_fast": lambda: fuse_spectral_norm(discriminator(spectral_norm)),
+}
+
+
+def forward_backward(model, x):
+    def run():
+        model.zero_grad(set_to_none=True)
+        model(x).mean().backward()
+    return run
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_spectral_norm_overhead(benchmark, variant, batch):
+    torch.manual_seed(0)
+    model = VARIANTS[variant]()
+    x = torch.randn(batch, 3, 64, 64)
+    if variant != "none":  # same function as torch's from the same seed
+        torch.manual_seed(0)
+        reference = VARIANTS["torch_parametrization"]()
+        reference.load_state_dict(model.state_dict())
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-5)
+    bench(benchmark, f"DCGAN-64 D forward+backward, batch {batch}, CPU", variant, forward_backward(model, x))
+
+
+@needs_cuda
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_spectral_norm_overhead_cuda(benchmark, variant, batch):
+    torch.manual_seed(0)
+    model = VARIANTS[variant]().cuda()
+    x = torch.randn(batch, 3, 64, 64, device="cuda")
+    bench(benchmark, f"DCGAN-64 D forward+backward, batch {batch}, GPU", variant,
+          synchronised(forward_backward(model, x)))
