@@ -60,15 +60,23 @@ class SpectralNorm(nn.Module):
     def sigma(self, weight: torch.Tensor) -> torch.Tensor:
         """sigma(W), differentiable in W; runs this forward's power iteration (training
         mode) unless a fused call already did."""
+        value, u, v = self._iterate(weight)
+        return attach_sigma(weight, value, u, v, self.dim)
+
+    # Eager even under torch.compile: the in-place buffer updates inside a compiled graph
+    # let inductor save the buffer itself for backward (eliding our copies) and then reuse
+    # its storage as backward scratch, corrupting _v. Out here the graph gets fresh tensors.
+    @torch.compiler.disable
+    def _iterate(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """sigma's value and copies of u and v (a later forward updates the buffers before
+        this one's backward runs)."""
         value, self._pending = self._pending, None
         if value is None:
             with torch.no_grad():
                 iterations = self.n_power_iterations if self.training else 0
                 value = power_iteration_([weight.detach()], [self._u], [self._v], [self.dim], iterations, self.eps)[0]
-        # Copies: a later forward updates the buffers before this one's backward runs.
-        u = self._u.clone(memory_format=torch.contiguous_format)
-        v = self._v.clone(memory_format=torch.contiguous_format)
-        return attach_sigma(weight, value, u, v, self.dim)
+        return (value, self._u.clone(memory_format=torch.contiguous_format),
+                self._v.clone(memory_format=torch.contiguous_format))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 1:
@@ -124,17 +132,16 @@ def _scaled_forward(self, input, *args, **kwargs):
         return self._medgan_fast_base.forward(self, input, *args, **kwargs)
     weight = self.parametrizations.weight.original
     sigma = sn.sigma(weight)
-    if _estimated_output_numel(self, input) >= weight.numel():
-        normalized = weight * sigma.reciprocal()
-        out = _output_without_bias(self, input, normalized, *args, **kwargs)
-        if self.bias is None:
-            return out
-        return out + (self.bias if isinstance(self, nn.Linear) else self.bias.view(1, -1, *([1] * (out.dim() - 2))))
-    out = _output_without_bias(self, input, weight, *args, **kwargs)
+    scale_weight = _estimated_output_numel(self, input) >= weight.numel()
+    out = _output_without_bias(self, input, weight * sigma.reciprocal() if scale_weight else weight, *args, **kwargs)
     if self.bias is None:
-        return out / sigma
-    bias = self.bias if isinstance(self, nn.Linear) else self.bias.view(1, -1, *([1] * (out.dim() - 2)))
-    return torch.addcmul(bias, out, sigma.reciprocal())
+        return out if scale_weight else out / sigma
+    # (C, 1, ...) broadcasts over batched and unbatched outputs alike; out's dtype, as
+    # autocast gives the layer's own bias.
+    bias = self.bias.to(out.dtype)
+    if not isinstance(self, nn.Linear):
+        bias = bias.view(-1, *([1] * (weight.ndim - 2)))
+    return out + bias if scale_weight else torch.addcmul(bias, out, sigma.reciprocal().to(out.dtype))
 
 
 _SCALED_CLASSES: dict[type, type] = {}
@@ -176,14 +183,16 @@ def spectral_norm(module: nn.Module, name: str = "weight", n_power_iterations: i
         raise ValueError(f"Module '{module}' has no parameter or buffer with name '{name}'")
     if dim is None:
         dim = 1 if isinstance(module, TRANSPOSED) else 0
+    parametrization = SpectralNorm(weight, n_power_iterations, dim, eps)  # validates before we touch module
     if name == "weight" and weight.ndim > 1 and isinstance(module, (nn.Linear, *CONVOLUTIONS, *TRANSPOSED)):
         # Before parametrize wraps the class, so its Parametrized subclass inherits the
         # scaled forward and removing the parametrization restores plain behaviour.
         module.__class__ = _scaled_class(type(module))
-    parametrize.register_parametrization(module, name, SpectralNorm(weight, n_power_iterations, dim, eps))
+    parametrize.register_parametrization(module, name, parametrization)
     return module
 
 
+@torch.compiler.disable  # eager, as SpectralNorm._iterate
 def _fused_power_iteration(model: nn.Module, args) -> None:
     """Forward pre-hook of :func:`fuse_spectral_norm`: one power_iteration_ call per group
     of layers with the same dtype, device, iteration count and eps."""

@@ -7,6 +7,8 @@ The layer built on it is :func:`medgan_fast.nn.spectral_norm`.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 
@@ -36,13 +38,15 @@ def _check(weights, us, vs, dims, n_power_iterations, eps):
         raise TypeError("weights, us and vs must be lists of tensors")
     if not weights:
         raise ValueError("weights must not be empty")
+    if not isinstance(dims, (list, tuple)) or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims):
+        raise TypeError(f"dims must be a list of integers (one per weight), got {dims!r}")
     if not len(weights) == len(us) == len(vs) == len(dims):
         raise ValueError(f"weights, us, vs and dims must have the same length, got {len(weights)}, {len(us)}, "
                          f"{len(vs)}, {len(dims)}")
     if isinstance(n_power_iterations, bool) or not isinstance(n_power_iterations, int) or n_power_iterations < 0:
         raise ValueError(f"n_power_iterations must be an integer >= 0, got {n_power_iterations!r}")
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
+        raise ValueError(f"eps must be a number > 0, got {eps!r}")
     first = weights[0]
     for k, (w, u, v, dim) in enumerate(zip(weights, us, vs, dims)):
         if not isinstance(w, torch.Tensor) or w.dim() < 2 or w.numel() == 0:
