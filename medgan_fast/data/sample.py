@@ -12,7 +12,7 @@ import numpy as np
 import scipy.ndimage as ndi
 from skimage import color, data, filters
 
-__all__ = ["SAMPLE_NAME", "SAMPLE_PATCH_SETTINGS", "nuclei_mask", "sample_image_and_mask"]
+__all__ = ["SAMPLE_NAME", "SAMPLE_PATCH_SETTINGS", "nuclei_mask", "sample_image", "sample_image_and_mask"]
 
 SAMPLE_NAME = "skimage.data.immunohistochemistry"
 
@@ -39,8 +39,13 @@ def nuclei_mask(rgb: np.ndarray, sigma: float = 2.0, min_area: int = 30) -> np.n
     return large[blobs]
 
 
+def sample_image() -> np.ndarray:
+    """The sample image alone: (3, 512, 512) uint8 RGB, channels first (no mask computed)."""
+    return np.ascontiguousarray(np.moveaxis(data.immunohistochemistry(), -1, 0))
+
+
 def sample_image_and_mask() -> tuple[np.ndarray, np.ndarray]:
     """The sample: (3, 512, 512) uint8 RGB image (channels first) and its (512, 512) bool
     nuclei mask (about 150 nuclei)."""
-    rgb = data.immunohistochemistry()
-    return np.ascontiguousarray(np.moveaxis(rgb, -1, 0)), nuclei_mask(rgb)
+    image = sample_image()
+    return image, nuclei_mask(np.moveaxis(image, 0, -1))

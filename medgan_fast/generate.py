@@ -1,0 +1,77 @@
+"""`python -m medgan_fast.generate`: images from a trained generator, as PNG files or an HDF5 set.
+
+Thin: arguments -> :class:`~medgan_fast.training.generation.GenerateConfig` ->
+:func:`~medgan_fast.training.generation.generate` -> what was written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from .training.checkpoint import CheckpointError
+from .training.config import ConfigError
+from .training.generation import GenerateConfig, generate
+
+PROG = "python -m medgan_fast.generate"
+
+EPILOG = f"""\
+examples:
+  python -m medgan_fast.train
+      makes a checkpoint first: runs/dcgan64_sample/checkpoints/last.pt
+  {PROG} --checkpoint runs/dcgan64_sample/checkpoints/last.pt --quantity 64 --out generated
+      64 PNG files generated/000000.png .. 000063.png
+  {PROG} --checkpoint runs/dcgan64_sample/checkpoints/last.pt --quantity 1000 --out fakes.h5 --seed 1
+      one HDF5 file in the patch-set layout: images (1000, C, S, S) uint8, masks, meta, attributes
+  {PROG} --checkpoint runs/dcgan64_sample/checkpoints/last.pt --quantity 64 --out typical --truncation 1.0
+      truncation trick: latent entries with |z| > 1.0 are redrawn (less variety, more typical images)
+
+The same --seed gives the same images, whatever --batch-size: image i's latent vector is
+drawn from a generator seeded with (seed, i).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write images from the generator of a checkpoint made by python -m medgan_fast.train "
+                    "(DCGAN or SNGAN): 8-bit grey or RGB PNG files in a folder, or an HDF5 set.")
+    parser.add_argument("--checkpoint", metavar="FILE", help="a training checkpoint, e.g. runs/RUN/checkpoints/last.pt")
+    parser.add_argument("--quantity", type=int, default=GenerateConfig.quantity, metavar="N",
+                        help=f"images to write (default {GenerateConfig.quantity})")
+    parser.add_argument("--out", metavar="DIR|FILE.h5", default=str(GenerateConfig.out),
+                        help=f"a folder for PNG files, or an .h5 file (default {GenerateConfig.out})")
+    parser.add_argument("--seed", type=int, default=GenerateConfig.seed, help="latent seed (default 0)")
+    parser.add_argument("--batch-size", type=int, default=GenerateConfig.batch_size, metavar="B",
+                        help=f"images per forward pass (default {GenerateConfig.batch_size}); does not change them")
+    parser.add_argument("--truncation", type=float, metavar="T",
+                        help="redraw latent entries with |z| > T (truncation trick; e.g. 1.0; default none)")
+    parser.add_argument("--device", default=GenerateConfig.device,
+                        help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.checkpoint is None:
+        parser.print_usage(sys.stderr)
+        sys.exit("generate: error: --checkpoint FILE is required: a checkpoint made by `python -m medgan_fast.train` "
+                 "(with no arguments it trains on the embedded sample and writes "
+                 "runs/dcgan64_sample/checkpoints/last.pt)")
+    try:
+        config = GenerateConfig(checkpoint=args.checkpoint, quantity=args.quantity, out=args.out, seed=args.seed,
+                                batch_size=args.batch_size, truncation=args.truncation, device=args.device,
+                                progress=args.progress, command=f"{PROG} {shlex.join(argv)}")
+        print(generate(config))
+    except (CheckpointError, ConfigError) as error:
+        sys.exit(f"generate: error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("generate: interrupted")
+
+
+if __name__ == "__main__":
+    main()

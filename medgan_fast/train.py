@@ -1,0 +1,90 @@
+"""`python -m medgan_fast.train`: train a GAN (DCGAN, SNGAN) from a YAML config; one GPU, CPU or torchrun.
+
+Thin: --config FILE.yaml + --set key=value -> :class:`~medgan_fast.training.config.TrainConfig`
+-> :func:`~medgan_fast.training.loop.train` (or, for the users' arch 'Generator',
+:func:`~medgan_fast.training.generation.generate`) -> where the outputs are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import textwrap
+
+from .data.images import DataError
+from .training.checkpoint import CheckpointError
+from .training.config import SAMPLE_PRESET, ConfigError, TrainConfig, field_names, load_config
+from .training.generation import GenerateConfig, generate
+from .training.loop import train
+
+PROG = "python -m medgan_fast.train"
+
+EPILOG = f"""\
+examples:
+  {PROG}
+      a DCGAN-64 on the embedded sample (random crops of scikit-image's immunohistochemistry
+      image), a few minutes on a laptop CPU; writes runs/{SAMPLE_PRESET['run']}/
+  {PROG} --config configs/users_dcgan64.yaml
+      a control file in our users' format (arch, path, out, run, ..., dis_feature_maps)
+  {PROG} --config configs/sngan128.yaml --set num_epochs=50 --set loss=hinge
+  {PROG} --set data=patches.h5 --set image_size=64 --set number_channels=3 --set run=nuclei
+      train on the patch set that `python -m medgan_fast.patches` writes
+  {PROG} --config configs/sngan128.yaml --set resume=true
+      continue the run in <out>/<run>/ from checkpoints/last.pt (exactly where it stopped)
+  torchrun --nproc_per_node=4 -m medgan_fast.train --config configs/sngan128.yaml
+      DistributedDataParallel on 4 GPUs (gloo on CPU); batch_size is per process
+  {PROG} --set arch=Generator --set path=runs/{SAMPLE_PRESET['run']}/checkpoints/last.pt --set quantity=100 \\
+      --set out=fakes
+      the users' generation job (same as python -m medgan_fast.generate)
+
+outputs in <out>/<run>/: config.yaml (resolved), log.jsonl, checkpoints/last.pt and
+step_NNNNNNNN.pt, samples/epoch_NNNN.png, loss.png, evolution.gif.
+
+{textwrap.fill("keys (--set key=value; values read as YAML: true, 0.9, null): " + ", ".join(field_names()) + ".", 88)}
+learning_rate >= 1 follows the users' convention: a ratio, D lr = 0.0002 * learning_rate,
+G lr = 0.0002. See configs/ and the TrainConfig docstring for each key.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a DCGAN or SNGAN on an image folder, an HDF5 patch set or the embedded sample, with "
+                    "checkpoints, exact resume, sample grids and logs. With no arguments, trains on the "
+                    "embedded sample.")
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of key: value settings (our users' "
+                                                               "control files work unchanged)")
+    parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", default=[],
+                        help="override one setting (repeatable), e.g. --set num_epochs=5")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (same as --set progress=false)")
+    return parser
+
+
+def run(config: TrainConfig, command: str) -> None:
+    """Trains (or generates, for arch 'Generator') and prints where the outputs are."""
+    if config.is_generate:
+        print(generate(GenerateConfig.from_train_config(config, command)))
+        return
+    summary = train(config)
+    if summary.rank != 0:   # the other processes of a torchrun group stay quiet
+        return
+    print(summary)
+    print(f"next: python -m medgan_fast.generate --checkpoint {summary.checkpoint} --quantity 64 --out generated")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    overrides = [*args.overrides, *(["progress=false"] if args.no_progress else [])]
+    try:
+        config = load_config(args.config, overrides)
+        run(config, f"{PROG} {shlex.join(argv)}".rstrip())
+    except (ConfigError, DataError, CheckpointError) as error:
+        sys.exit(f"train: error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("train: interrupted; continue with --set resume=true (from the last checkpoint)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""The train command's one config object: :class:`TrainConfig`, loaded from YAML and
+``--set key=value`` overrides.
+
+It reads our users' control files unchanged (their keys: arch, path, out, run, seed, n_gpu,
+num_epochs, learning_rate, beta_adam, batch_size, latent_vector, image_size, loader_workers,
+number_channels, gen_feature_maps, dis_feature_maps, quantity) and adds ours. Unknown keys
+and bad values raise :class:`ConfigError` with the valid keys (or range) and the closest
+match:
+
+    >>> from medgan_fast.training.config import load_config
+    >>> config = load_config("configs/users_dcgan64.yaml", ["num_epochs=2"])   # doctest: +SKIP
+    >>> config.run_dir                                                          # doctest: +SKIP
+    PosixPath('runs/dcgan64_users')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ARCHS", "GENERATE_ARCH", "LOSSES", "SAMPLE_DATA", "SAMPLE_PRESET", "ConfigError", "TrainConfig", "check_key",
+    "field_names", "load_config", "parse_overrides", "read_yaml",
+]
+
+SAMPLE_DATA = "sample"
+GENERATE_ARCH = "Generator"       # users' arch name for "write images from a trained checkpoint"
+ARCHS = ("DCGAN", "SNGAN")        # trainable architectures (training/registry.py builds them)
+LOSSES = ("bce", "hinge")
+IMAGE_SIZES = (64, 128, 256)
+BASE_LEARNING_RATE = 0.0002       # the users' ratio convention: learning_rate >= 1 scales D's rate from this
+
+# Settings for the embedded sample, applied under keys a config does not set: a narrow DCGAN-64
+# (3,840 steps of 16 crops) that visibly learns the sample's texture (blue nuclei in pale
+# stroma, brown DAB-stained tissue) in a few minutes on a 2-core CPU.
+SAMPLE_PRESET: dict[str, Any] = {
+    "num_epochs": 40, "batch_size": 16, "gen_feature_maps": 16, "dis_feature_maps": 16, "sample_crops": 1536,
+    "flip": True, "loader_workers": 0, "checkpoint_every": 500, "log_every": 8, "run": "dcgan64_sample",
+}
+
+
+class ConfigError(ValueError):
+    """A bad key or value in a train config; the message names it and says what is valid."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (or, with arch 'Generator', of one generation job).
+
+    Our users' keys come first, in their meaning; ours follow. ``data`` defaults to ``path``
+    (the users' training folder) and else to the embedded sample, whose preset
+    (:data:`SAMPLE_PRESET`) fills the keys a config leaves out.
+    """
+
+    # --- the users' keys
+    arch: str = "DCGAN"               # DCGAN, SNGAN, or Generator (write `quantity` images from checkpoint `path`)
+    path: str | None = None           # training images (folder or .h5), or the checkpoint for arch Generator
+    out: str = "runs"                 # outputs go to <out>/<run>/ (for arch Generator: the folder or .h5 to write)
+    run: str = ""                     # run name (default: <arch><image_size>)
+    seed: int = 0
+    n_gpu: int = 1                    # 0: CPU; >= 1: a CUDA GPU if there is one (several: use torchrun)
+    num_epochs: int = 25
+    learning_rate: float = 0.0002     # >= 1 means a ratio: D lr = 0.0002 * it, G lr = 0.0002
+    beta_adam: float = 0.5            # Adam beta1 (beta2 = 0.999)
+    batch_size: int = 128             # per process
+    latent_vector: int = 100          # nz
+    image_size: int = 64              # 64, 128 or 256
+    loader_workers: int = 2
+    number_channels: int = 3          # 1 grey, 3 RGB (images are converted)
+    gen_feature_maps: int = 64        # ngf
+    dis_feature_maps: int = 64        # ndf
+    quantity: int = 64                # images to write with arch Generator
+    # --- ours
+    data: str | None = None           # "sample", an image folder or an HDF5 patch set (default: path, else sample)
+    d_learning_rate: float | None = None  # D's learning rate (default: learning_rate)
+    label_smoothing: float | None = None  # target for real images in the BCE loss, e.g. 0.9 (default: 1, none)
+    n_critic: int = 1                 # D steps per G step (each on its own batch)
+    loss: str = "bce"                 # bce (BCE with logits) or hinge
+    amp: bool = True                  # bf16 autocast (CUDA only; ignored on CPU)
+    flip: bool = False                # random horizontal and vertical flips
+    sample_crops: int = 1024          # crops per epoch drawn from the embedded sample
+    checkpoint_every: int = 1000      # steps between checkpoints (0: at epoch ends only)
+    keep_checkpoints: int = 3         # step-numbered checkpoints kept besides last.pt (0: all)
+    sample_every: int = 1             # epochs between sample grids (the last epoch always gets one)
+    sample_count: int = 64            # images in a sample grid
+    log_every: int = 10               # steps between log.jsonl lines
+    resume: bool | str = False        # true: <run dir>/checkpoints/last.pt; or a checkpoint path
+    truncation: float | None = None   # arch Generator: resample latent entries with |z| > truncation
+    progress: bool = True             # tqdm bars
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, _coerce(field.name, getattr(self, field.name), _field_types()[field.name]))
+        self._validate()
+        # Resolved, so config.yaml says what was used.
+        self.run = self.run or f"{self.arch.lower()}{self.image_size}"
+        if self.data is None and not self.is_generate:
+            self.data = self.path or SAMPLE_DATA
+
+    # -----------------------------------------------------------------------------------
+    # Derived settings
+
+    @property
+    def is_generate(self) -> bool:
+        """arch 'Generator': write images from a checkpoint instead of training."""
+        return self.arch == GENERATE_ARCH
+
+    @property
+    def is_sample(self) -> bool:
+        return self.data == SAMPLE_DATA
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.run
+
+    def learning_rates(self) -> tuple[float, float, str]:
+        """(generator lr, discriminator lr, a sentence for the log saying how they were chosen)."""
+        if self.learning_rate >= 1:
+            d_rate = BASE_LEARNING_RATE * self.learning_rate
+            return BASE_LEARNING_RATE, d_rate, (
+                f"learning_rate {self.learning_rate:g} >= 1 is a ratio (the users' convention): "
+                f"D lr = {BASE_LEARNING_RATE:g} * {self.learning_rate:g} = {d_rate:g}, G lr = {BASE_LEARNING_RATE:g}")
+        d_rate = self.learning_rate if self.d_learning_rate is None else self.d_learning_rate
+        return self.learning_rate, d_rate, f"G lr = {self.learning_rate:g}, D lr = {d_rate:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    # -----------------------------------------------------------------------------------
+    # Checks
+
+    def _validate(self) -> None:
+        _one_of("arch", self.arch, (*ARCHS, GENERATE_ARCH))
+        _one_of("loss", self.loss, LOSSES)
+        _one_of("image_size", self.image_size, IMAGE_SIZES)
+        _one_of("number_channels", self.number_channels, (1, 3))
+        for name in ("num_epochs", "batch_size", "latent_vector", "gen_feature_maps", "dis_feature_maps", "quantity",
+                     "n_critic", "sample_crops", "sample_every", "sample_count", "log_every"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("seed", "n_gpu", "loader_workers", "checkpoint_every", "keep_checkpoints"):
+            _at_least(name, getattr(self, name), 0)
+        for name in ("learning_rate", "d_learning_rate", "truncation"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name}: expected a number > 0, got {value!r}")
+        if self.learning_rate >= 1 and self.d_learning_rate is not None:
+            raise ConfigError(f"d_learning_rate: cannot be combined with learning_rate {self.learning_rate:g} >= 1 "
+                              "(the ratio convention already sets D's rate); give learning_rate < 1 with it")
+        if not 0 <= self.beta_adam < 1:
+            raise ConfigError(f"beta_adam: expected a number in [0, 1), got {self.beta_adam!r}")
+        if self.label_smoothing is not None:
+            if not 0 < self.label_smoothing <= 1:
+                raise ConfigError(f"label_smoothing: expected the real-image target in (0, 1], e.g. 0.9, "
+                                  f"got {self.label_smoothing!r}")
+            if self.loss != "bce":
+                raise ConfigError(f"label_smoothing: applies to loss bce only, not {self.loss!r}")
+        if self.is_generate and not self.path:
+            raise ConfigError("path: arch Generator needs path, the checkpoint to generate from")
+        if self.run and (Path(self.run).name != self.run or self.run in (".", "..")):
+            raise ConfigError(f"run: expected a plain folder name (no '/'), got {self.run!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# Types and values
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def field_names() -> list[str]:
+    return [field.name for field in dataclasses.fields(TrainConfig)]
+
+
+def check_key(key: Any, source: str = "config") -> None:
+    """Raises ConfigError for a key TrainConfig does not have, naming the closest one."""
+    names = field_names()
+    if key in names:
+        return
+    close = difflib.get_close_matches(str(key), names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"{source}: unknown key {key!r}{hint} Valid keys: {', '.join(names)}")
+
+
+def _one_of(name: str, value: Any, valid: tuple) -> None:
+    if value in valid:
+        return
+    close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close and isinstance(value, str) else ""
+    raise ConfigError(f"{name}: expected one of {', '.join(map(str, valid))}, got {value!r}{hint}")
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{name}: expected an integer >= {low}, got {value!r}")
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    """`value` as the field's type: ints from integral floats or digit strings, floats from ints
+    or strings such as "2e-4" (YAML 1.1 reads that as a string), strings from numbers."""
+    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{name}: expected {_describe(options)}, got null")
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and not isinstance(value, bool):
+            if isinstance(value, int):
+                return value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+                return int(value)
+        if option is float and not isinstance(value, bool):
+            if isinstance(value, (int, float)):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+    if str in options and not isinstance(value, bool):
+        if isinstance(value, (str, int, float, Path)):
+            return str(value)
+    raise ConfigError(f"{name}: expected {_describe(options)}, got {value!r}")
+
+
+def _describe(options: tuple) -> str:
+    words = {bool: "true/false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    return " or ".join(words.get(option, str(option)) for option in options)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` -> {key: value}. Values are read as YAML (true, 0.9, null, ...),
+    except for string-only keys, which keep the text as written (run=001 stays "001")."""
+    types = _field_types()
+    parsed: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set num_epochs=5")
+        check_key(key, "--set")
+        options = typing.get_args(types[key]) or (types[key],)
+        if set(options) <= {str, type(None)} and text.strip().lower() not in ("null", "~", "none"):
+            parsed[key] = text
+        else:
+            try:
+                parsed[key] = yaml.safe_load(text) if text.strip() else None
+            except yaml.YAMLError as error:
+                raise ConfigError(f"--set {item!r}: cannot read the value ({error})") from error
+    return parsed
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config file's mapping (empty file: {})."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"--config {path}: cannot read as YAML ({error})") from error
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of key: value, got {type(values).__name__}")
+    for key in values:
+        check_key(key, f"--config {path}")
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """The resolved config: defaults, then the embedded sample's preset (when training on the
+    sample), then the YAML file at `path`, then the ``key=value`` `overrides`."""
+    given = {**(read_yaml(path) if path is not None else {}), **parse_overrides(overrides)}
+    source = given.get("data") or given.get("path") or SAMPLE_DATA
+    if source == SAMPLE_DATA and given.get("arch", "DCGAN") != GENERATE_ARCH:
+        preset = dict(SAMPLE_PRESET)
+        if "arch" in given or "image_size" in given:
+            preset.pop("run")  # the preset's run name says dcgan64
+        given = {**preset, **given}
+    return TrainConfig(**given)

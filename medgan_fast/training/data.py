@@ -1,0 +1,74 @@
+"""The training data pipeline: the dataset a config names, and a loader whose order is a
+function of (seed, epoch) and that can start in the middle of an epoch (for resume).
+
+Order: :class:`EpochSampler` is torch's ``DistributedSampler`` (shuffle seeded with seed +
+epoch, one shard per process) that yields ``(epoch, index)`` keys, so every item's random
+crop and flips come from its key (:mod:`medgan_fast.data.datasets`), and that skips the first
+batches of an epoch when a run resumes mid-epoch. The DataLoader gets its own
+``torch.Generator``, so creating an iterator never draws from the global RNG the training
+step samples noise from.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import islice
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..data.datasets import HDF5_SUFFIXES, FolderDataset, ImageDataset, PatchSetDataset, SampleDataset
+from .config import TrainConfig
+
+__all__ = ["EpochSampler", "build_dataset", "build_loader"]
+
+
+def build_dataset(config: TrainConfig) -> ImageDataset:
+    """The dataset of ``config.data``: the embedded sample, an .h5 patch set or a folder.
+
+    Raises:
+        DataError: the folder or file is missing, empty or unreadable (the message names it).
+    """
+    options = dict(image_size=config.image_size, channels=config.number_channels, flip=config.flip, seed=config.seed)
+    source = config.data
+    if config.is_sample:
+        return SampleDataset(crops=config.sample_crops, **options)
+    if Path(source).suffix.lower() in HDF5_SUFFIXES:
+        return PatchSetDataset(source, **options)
+    return FolderDataset(source, **options)
+
+
+class EpochSampler(DistributedSampler):
+    """``DistributedSampler`` yielding ``(epoch, index)`` keys, resumable mid-epoch.
+
+    Args:
+        dataset: any sized dataset.
+        num_replicas, rank: the process group (1 and 0 without torch.distributed).
+        seed: the shuffle of epoch e is seeded with seed + e (as DistributedSampler).
+    """
+
+    def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Epoch `epoch`, skipping this process's first `start` items (already trained on)."""
+        super().set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, index) for index in islice(super().__iter__(), self.start, None))
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def build_loader(dataset: ImageDataset, config: TrainConfig, num_replicas: int = 1, rank: int = 0,
+                 pin_memory: bool = False) -> tuple[DataLoader, EpochSampler, int]:
+    """(loader, its sampler, steps per epoch) for one process of `num_replicas`."""
+    sampler = EpochSampler(dataset, num_replicas, rank, config.seed)
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.loader_workers,
+                        pin_memory=pin_memory, drop_last=False, generator=torch.Generator().manual_seed(config.seed))
+    return loader, sampler, math.ceil(sampler.num_samples / config.batch_size)
