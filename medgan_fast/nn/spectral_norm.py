@@ -20,12 +20,14 @@ training mode, sigma = u^T W v, gradients through W only, 1-D weights normalised
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..ops.spectral_norm import attach_sigma, power_iteration_
+from ..ops.spectral_norm import _power_iteration, attach_sigma, power_iteration_
 
 __all__ = ["SpectralNorm", "fuse_spectral_norm", "spectral_norm"]
 
@@ -74,7 +76,7 @@ class SpectralNorm(nn.Module):
         if value is None:
             with torch.no_grad():
                 iterations = self.n_power_iterations if self.training else 0
-                value = power_iteration_([weight.detach()], [self._u], [self._v], [self.dim], iterations, self.eps)[0]
+                value = _power_iteration([weight.detach()], [self._u], [self._v], [self.dim], iterations, self.eps)[0]
         return (value, self._u.clone(memory_format=torch.contiguous_format),
                 self._v.clone(memory_format=torch.contiguous_format))
 
@@ -89,13 +91,14 @@ class SpectralNorm(nn.Module):
 
 
 def _our_spectral_norm(module: nn.Module) -> SpectralNorm | None:
-    """The module's weight parametrization if it is exactly one of ours, on a >= 2-D weight."""
-    if not parametrize.is_parametrized(module, "weight"):
+    """The module's weight parametrization if it is exactly one of ours, on a >= 2-D weight.
+    (Plain dictionary lookups: this runs for every layer in every forward.)"""
+    parametrizations = module._modules.get("parametrizations")
+    chain = parametrizations._modules.get("weight") if parametrizations is not None else None
+    if chain is None or len(chain) != 1:
         return None
-    chain = module.parametrizations.weight
-    if len(chain) != 1 or not isinstance(chain[0], SpectralNorm) or chain.original.ndim < 2:
-        return None
-    return chain[0]
+    sn = chain._modules["0"]
+    return sn if isinstance(sn, SpectralNorm) and chain.original.ndim >= 2 else None
 
 
 def _output_without_bias(module: nn.Module, input: torch.Tensor, weight: torch.Tensor, output_size=None):
@@ -192,22 +195,28 @@ def spectral_norm(module: nn.Module, name: str = "weight", n_power_iterations: i
     return module
 
 
+# model -> its spectral-norm layers as (module, parametrization), found at its first forward.
+_FUSED_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 @torch.compiler.disable  # eager, as SpectralNorm._iterate
 def _fused_power_iteration(model: nn.Module, args) -> None:
-    """Forward pre-hook of :func:`fuse_spectral_norm`: one power_iteration_ call per group
+    """Forward pre-hook of :func:`fuse_spectral_norm`: one power-iteration call per group
     of layers with the same dtype, device, iteration count and eps."""
+    layers = _FUSED_LAYERS.get(model)
+    if layers is None:
+        layers = [(m, sn) for m in model.modules() if (sn := _our_spectral_norm(m)) is not None]
+        _FUSED_LAYERS[model] = layers
     groups: dict[tuple, list[tuple[torch.Tensor, SpectralNorm]]] = {}
-    for module in model.modules():
-        sn = _our_spectral_norm(module)
-        if sn is not None:
-            weight = module.parametrizations.weight.original
-            iterations = sn.n_power_iterations if sn.training else 0
-            groups.setdefault((weight.device, weight.dtype, iterations, sn.eps), []).append((weight, sn))
+    for module, sn in layers:
+        weight = module.parametrizations.weight.original
+        iterations = sn.n_power_iterations if sn.training else 0
+        groups.setdefault((weight.device, weight.dtype, iterations, sn.eps), []).append((weight.detach(), sn))
     with torch.no_grad():
-        for (_, _, iterations, eps), layers in groups.items():
-            sigmas = power_iteration_([w.detach() for w, _ in layers], [sn._u for _, sn in layers],
-                                      [sn._v for _, sn in layers], [sn.dim for _, sn in layers], iterations, eps)
-            for (_, sn), sigma in zip(layers, sigmas.unbind(0)):
+        for (_, _, iterations, eps), group in groups.items():
+            sigmas = _power_iteration([w for w, _ in group], [sn._u for _, sn in group], [sn._v for _, sn in group],
+                                      [sn.dim for _, sn in group], iterations, eps)
+            for (_, sn), sigma in zip(group, sigmas.unbind(0)):
                 sn._pending = sigma
 
 
@@ -216,7 +225,8 @@ def fuse_spectral_norm(model: nn.Module) -> nn.Module:
     :func:`spectral_norm`) in one fused call at the start of each ``model(...)``, instead
     of one chain of small kernels per layer. Results are identical when every such layer
     runs once per forward, as in a DCGAN/SNGAN discriminator; a layer that does not run
-    still has its power iteration done. Returns the model.
+    still has its power iteration done. The layers are found at the model's first forward:
+    call it on a finished model. Returns the model.
     """
     if _fused_power_iteration not in model._forward_pre_hooks.values():
         model.register_forward_pre_hook(_fused_power_iteration)

@@ -203,7 +203,7 @@ class Spy:
 def spy(monkeypatch) -> Spy:
     """Records which scaling path each layer took, the sigma it used, and the power iterations."""
     record = Spy()
-    attach, output, power = sn_module.attach_sigma, sn_module._output_without_bias, sn_module.power_iteration_
+    attach, output, power = sn_module.attach_sigma, sn_module._output_without_bias, sn_module._power_iteration
 
     def attach_spy(weight, sigma, u, v, dim):
         record.sigmas.append(sigma.detach().clone())
@@ -219,7 +219,7 @@ def spy(monkeypatch) -> Spy:
 
     monkeypatch.setattr(sn_module, "attach_sigma", attach_spy)
     monkeypatch.setattr(sn_module, "_output_without_bias", output_spy)
-    monkeypatch.setattr(sn_module, "power_iteration_", power_spy)
+    monkeypatch.setattr(sn_module, "_power_iteration", power_spy)  # what forwards call
     return record
 
 

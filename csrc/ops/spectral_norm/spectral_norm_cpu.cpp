@@ -1,5 +1,6 @@
-// CPU driver of spectral_norm.h: each pass is one parallel loop over the rows (or column
-// blocks) of all layers together, so small layers share threads with large ones.
+// CPU driver of spectral_norm.h: one parallel loop over blocks of rows of all layers
+// together per iteration (small layers share threads with large ones), reading each
+// weight once: t = W v and s' = W^T t come from the same pass over each row.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -9,14 +10,6 @@
 
 namespace medgan_fast::spectral_norm {
 namespace {
-
-// A run of up to kColumnBlock columns of one layer with the same p, so that each of its
-// rows is contiguous in memory.
-struct ColumnBlock {
-  int layer;
-  int64_t begin, end;
-};
-constexpr int64_t kColumnBlock = 256;
 
 // a . b with independent partial sums: a single running sum is a dependency chain the
 // compiler may not reorder (no -ffast-math), so it would not vectorise.
@@ -33,62 +26,68 @@ T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
   return acc;
 }
 
-// t = W v for every layer.
-template <typename T>
-void rows_pass(Layer<T>* layers, int count, int64_t total_rows) {
-  at::parallel_for(0, total_rows, 16, [&](int64_t first, int64_t last) {
-    for (int64_t row = first; row < last; ++row) {
-      const Layer<T>& L = layers[find_layer<T, true>(layers, count, row)];
-      const int64_t r = row - L.row_offset;
-      T acc = 0;
-      for (int64_t p = 0; p < L.P; ++p) acc += dot(L.weight + (p * L.h + r) * L.Q, L.v + p * L.Q, L.Q);
-      L.t[r] = acc;
-    }
-  });
-}
-
 template <typename T>
 void axpy(T* __restrict y, const T* __restrict x, T a, int64_t n) {
   for (int64_t j = 0; j < n; ++j) y[j] += a * x[j];
 }
 
-// s' = W^T t for every layer.
+// A block of up to kRows rows of one layer: one parallel task.
+constexpr int64_t kRows = 32;
+struct RowBlock {
+  int layer;
+  int64_t begin, end;
+  int64_t partial;  // offset of this block's partial s' (the layer's width) in the scratch
+};
+
+// One pass over W for all layers: each row is read once for t_r = W_r . v and, while it
+// is in cache, added into its block's partial s' += t_r W_r (s' = W^T t = sum_r t_r W_r).
+// Partials are summed in block order, so the result does not depend on scheduling.
 template <typename T>
-void columns_pass(Layer<T>* layers, const std::vector<ColumnBlock>& blocks) {
+void rows_and_columns_pass(Layer<T>* layers, int count, const std::vector<RowBlock>& blocks, T* partials,
+                           bool columns) {
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t first, int64_t last) {
-    T acc[kColumnBlock];
     for (int64_t b = first; b < last; ++b) {
       const Layer<T>& L = layers[blocks[b].layer];
-      const int64_t p = blocks[b].begin / L.Q, q0 = blocks[b].begin % L.Q, n = blocks[b].end - blocks[b].begin;
-      std::fill(acc, acc + n, T(0));
-      for (int64_t r = 0; r < L.h; ++r) axpy(acc, L.weight + (p * L.h + r) * L.Q + q0, L.t[r], n);
-      std::copy(acc, acc + n, L.s + blocks[b].begin);
+      T* partial = partials + blocks[b].partial;
+      if (columns) std::fill(partial, partial + L.width(), T(0));
+      for (int64_t r = blocks[b].begin; r < blocks[b].end; ++r) {
+        T t = 0;
+        for (int64_t p = 0; p < L.P; ++p) t += dot(L.weight + (p * L.h + r) * L.Q, L.v + p * L.Q, L.Q);
+        L.t[r] = t;
+        if (!columns) continue;
+        for (int64_t p = 0; p < L.P; ++p) axpy(partial + p * L.Q, L.weight + (p * L.h + r) * L.Q, t, L.Q);
+      }
+    }
+  });
+  if (!columns) return;
+  at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
+    for (int64_t k = first; k < last; ++k) {
+      const Layer<T>& L = layers[k];
+      std::fill(L.s, L.s + L.width(), T(0));
+      for (const RowBlock& block : blocks)
+        if (block.layer == k) axpy(L.s, partials + block.partial, T(1), L.width());
     }
   });
 }
 
-
 template <typename T>
 void power_iteration(Layer<T>* layers, int count, int64_t n_iterations, double eps, T* sigmas) {
-  const int64_t total_rows = layers[count - 1].row_offset + layers[count - 1].h;
-  std::vector<ColumnBlock> blocks;
+  std::vector<RowBlock> blocks;
+  int64_t partial_size = 0;
   for (int k = 0; k < count; ++k) {
-    for (int64_t c = 0; c < layers[k].width();) {
-      const int64_t end = std::min({c + kColumnBlock, (c / layers[k].Q + 1) * layers[k].Q, layers[k].width()});
-      blocks.push_back({k, c, end});
-      c = end;
+    for (int64_t r = 0; r < layers[k].h; r += kRows) {
+      blocks.push_back({k, r, std::min(r + kRows, layers[k].h), partial_size});
+      partial_size += layers[k].width();
     }
   }
   if (n_iterations == 0) {
-    rows_pass(layers, count, total_rows);
-    for (int k = 0; k < count; ++k) {
-      sigmas[k] = dot(layers[k].u, layers[k].t, layers[k].h);
-    }
+    rows_and_columns_pass<T>(layers, count, blocks, nullptr, false);
+    for (int k = 0; k < count; ++k) sigmas[k] = dot(layers[k].u, layers[k].t, layers[k].h);
     return;
   }
+  std::vector<T> partials(partial_size);
   for (int64_t it = 0; it < n_iterations; ++it) {
-    rows_pass(layers, count, total_rows);
-    columns_pass(layers, blocks);
+    rows_and_columns_pass(layers, count, blocks, partials.data(), true);
     at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
       for (int64_t k = first; k < last; ++k) {
         const Layer<T>& L = layers[k];
