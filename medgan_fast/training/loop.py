@@ -115,6 +115,10 @@ def train(config: TrainConfig) -> RunSummary:
     if config.is_generate:
         raise ConfigError("arch: 'Generator' writes images from a checkpoint; call generate(), not train()")
     dist = setup(config.n_gpu)
+    if dist.device.type == "cuda":
+        # Fixed image sizes: let cuDNN pick its fastest convolution algorithms once. (Resume
+        # on a GPU is then exact up to cuDNN's nondeterminism; on the CPU it is bit for bit.)
+        torch.backends.cudnn.benchmark = True
     try:
         return _train(config, dist)
     finally:
