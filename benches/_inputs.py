@@ -1,6 +1,7 @@
 """Seeded inputs and helpers shared by the benches (a module, not a conftest, so it
 cannot collide with tests/conftest.py)."""
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,27 @@ def bench(benchmark, group, entry, fn):
     benchmark.group = group
     benchmark.extra_info["entry"] = entry
     return benchmark(fn)
+
+
+def bench_interleaved(benchmark, group, entries: dict, rounds=30, warmup=3):
+    """Times several entries round-robin, one call each per round, so that drift in the
+    machine's speed (seen here: +-20% over tens of seconds on a shared 2-core VM) hits them
+    alike; timed one after another, differences of a few percent are noise. Every entry's
+    median and quartiles go into extra_info["interleaved"] (report.py reads them), and
+    pytest-benchmark also times the first entry on its own."""
+    times = {name: [] for name in entries}
+    for round_ in range(warmup + rounds):
+        for name, fn in entries.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    benchmark.group = group
+    benchmark.extra_info["entry"] = next(iter(entries))
+    benchmark.extra_info["interleaved"] = {
+        name: {"median": float(np.median(t)), "q1": float(np.percentile(t, 25)), "q3": float(np.percentile(t, 75)),
+               "rounds": len(t)} for name, t in times.items()}
+    benchmark.pedantic(next(iter(entries.values())), rounds=3, iterations=1)
 
 
 def synchronised(fn):

