@@ -19,4 +19,16 @@ TORCH_LIBRARY(medgan_fast, m) {
   // returns sigma per weight (no iterations: sigma = u^T W v).
   m.def("spectral_norm_power_iteration_(Tensor[] weights, Tensor(a!)[] us, Tensor(b!)[] vs, int[] dims, "
         "int n_power_iterations, float eps) -> Tensor");
+
+  // metrics: x, y (N, C, H, W) float32/float64; per-image statistics of the image-quality
+  // metrics (medgan_fast/ops/metrics.py says what each returns).
+  m.def("metric_squared_error(Tensor x, Tensor y, float scale, bool greyscale) -> Tensor");
+  m.def("metric_ssim(Tensor x, Tensor y, Tensor window, float scale, int pool, float c1, float c2) "
+        "-> (Tensor ssim, Tensor cs)");
+  m.def("metric_gmsd(Tensor x, Tensor y, float scale, bool pool_first, int num_scales, float t, float alpha) "
+        "-> Tensor");
+  m.def("metric_mdsi(Tensor x, Tensor y, float scale, int pool, float c1, float c2, float c3, float alpha, "
+        "float beta, float gamma, float q, float rho, bool mult) -> Tensor");
+  m.def("metric_haarpsi(Tensor x, Tensor y, float scale, int scales, bool subsample, float c, float alpha) "
+        "-> Tensor");
 }

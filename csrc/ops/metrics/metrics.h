@@ -1,0 +1,272 @@
+// Image-quality metrics: the per-pixel math shared by the CPU drivers and CUDA kernels.
+//
+// Every metric runs in two stages per image:
+//  1. load: the raw (C, H, W) image becomes the metric's working planes (colour mix such
+//     as Y of YIQ, average pooling with piq's padding convention, times `scale`);
+//  2. map and reduce: filters (Gaussian, Prewitt, Haar) at each pixel of the planes, the
+//     metric's per-pixel map, summed per image in double.
+// The planes are at most the image's size (usually a quarter); no per-moment map is kept.
+// Filters read planes through an accessor `get(row, col)` that returns 0 outside the plane
+// (piq's zero padding): the CPU passes a padded copy, CUDA a bounds-checked pointer.
+//
+// Conventions follow piq 0.8.0 (see medgan_fast/ops/metrics.py for the references).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common/host_device.h"
+
+namespace medgan_fast::metrics {
+
+// std's float overloads on the host (CUDA provides them on the device).
+using std::atan2, std::cos, std::exp, std::fabs, std::fmax, std::pow, std::signbit, std::sin, std::sqrt;
+
+constexpr double kYiq[3][3] = {{0.299, 0.587, 0.114}, {0.5959, -0.2746, -0.3213}, {0.2115, -0.5227, 0.3112}};
+constexpr double kLhm[3][3] = {{0.2989, 0.587, 0.114}, {0.3, 0.04, -0.35}, {0.34, -0.6, 0.17}};
+
+// A (channels, height, width) image, C-contiguous.
+template <typename T>
+struct Image {
+  const T* data;
+  int64_t channels, height, width;
+  MF_HD T at(int64_t c, int64_t i, int64_t j) const {
+    return (i < 0 || j < 0 || i >= height || j >= width) ? T(0) : data[(c * height + i) * width + j];
+  }
+};
+
+// How a plane is pooled from its source: output (i, j) is the mean of the pool x pool
+// block whose top-left source pixel is (i * pool - offset, j * pool - offset); source
+// pixels outside count as zero. Sizes: SSIM floor(H / pool); the 2x pyramids of GMSD and
+// HaarPSI (H + p) / 2 with p = max(H % 2, W % 2) (zero padding after); MDSI
+// (H + pool - 1) / pool with offset (pool - 1) / 2 (zero padding on both sides).
+struct Pooling {
+  int pool, offset;
+};
+
+MF_HD int64_t halved(int64_t size, int64_t height, int64_t width) {
+  return (size + ((height % 2) | (width % 2))) / 2;
+}
+
+// Channel weights of a working plane: luma (Y of YIQ), a row of YIQ or LHM for RGB; for
+// grey, the row's sum (piq's MDSI repeats a grey channel three times) or 1.
+template <typename T>
+struct Mix {
+  T w[3];
+  static Mix<T> of(const double (&row)[3], int64_t channels) {
+    if (channels == 1) return {{T(row[0] + row[1] + row[2]), T(0), T(0)}};
+    return {{T(row[0]), T(row[1]), T(row[2])}};
+  }
+  static Mix<T> grey() { return {{T(1), T(0), T(0)}}; }
+};
+
+// Channel mix (weights[c] for each source channel; for grey one weight), pooled, scaled.
+template <typename T>
+MF_HD T load_pixel(const Image<T>& image, const T* weights, Pooling pooling, T scale, int64_t i, int64_t j) {
+  T sum = 0;
+  const int64_t top = i * pooling.pool - pooling.offset, left = j * pooling.pool - pooling.offset;
+  const bool inside = top >= 0 && left >= 0 && top + pooling.pool <= image.height && left + pooling.pool <= image.width;
+  const int64_t plane = image.height * image.width;
+  for (int a = 0; a < pooling.pool; ++a) {
+    for (int b = 0; b < pooling.pool; ++b) {
+      T mixed = 0;
+      if (inside) {  // the common case, without a bounds check per read
+        const T* pixel = image.data + (top + a) * image.width + left + b;
+        for (int64_t c = 0; c < image.channels; ++c) mixed += weights[c] * pixel[c * plane];
+      } else {
+        for (int64_t c = 0; c < image.channels; ++c) mixed += weights[c] * image.at(c, top + a, left + b);
+      }
+      sum += mixed;
+    }
+  }
+  return sum / T(pooling.pool * pooling.pool) * scale;
+}
+
+// (2ab - alpha ab + c) / (a^2 + b^2 - alpha ab + c): piq's similarity_map.
+template <typename T>
+MF_HD T similarity(T a, T b, T constant, T alpha = T(0)) {
+  return (T(2) * a * b - alpha * a * b + constant) / (a * a + b * b - alpha * a * b + constant);
+}
+
+template <typename T>
+MF_HD T sigmoid(T x) {
+  return T(1) / (T(1) + exp(-x));
+}
+
+// Prewitt gradient (piq's kernels [-1 0 1]/3 in 3 rows, and its transpose), zero padding.
+template <typename T, typename Get>
+MF_HD void prewitt(const Get& get, int64_t i, int64_t j, T& gx, T& gy) {
+  gx = T(0), gy = T(0);
+  for (int d = -1; d <= 1; ++d) {
+    gx += get(i + d, j + 1) - get(i + d, j - 1);
+    gy += get(i + 1, j + d) - get(i - 1, j + d);
+  }
+  gx /= T(3), gy /= T(3);
+}
+
+template <typename T, typename Get>
+MF_HD T prewitt_magnitude(const Get& get, int64_t i, int64_t j) {
+  T gx, gy;
+  prewitt<T>(get, i, j, gx, gy);
+  return sqrt(gx * gx + gy * gy);
+}
+
+// SSIM and contrast-structure at one pixel from the Gaussian-weighted moments.
+template <typename T>
+MF_HD void ssim_pixel(T mx, T my, T mxx, T myy, T mxy, T c1, T c2, T& ssim, T& cs) {
+  const T sxx = mxx - mx * mx, syy = myy - my * my, sxy = mxy - mx * my;
+  cs = (T(2) * sxy + c2) / (sxx + syy + c2);
+  ssim = (T(2) * mx * my + c1) / (mx * mx + my * my + c1) * cs;
+}
+
+// r^e (cos e phi, sin e phi) of re + i im, phi = atan2(im, re): piq's pow_for_complex.
+template <typename T>
+MF_HD void complex_power(T re, T im, T exponent, T& out_re, T& out_im) {
+  const T radius = pow(sqrt(re * re + im * im), exponent), phase = atan2(im, re) * exponent;
+  out_re = radius * cos(phase);
+  out_im = radius * sin(phase);
+}
+
+// The same for a real x: phi is 0, or pi when x is negative (or -0), so the rotation is a
+// constant: cos and sin of pi * exponent, computed once in T as piq computes them.
+template <typename T>
+struct RealPower {
+  T exponent, cos_negative, sin_negative;
+  static RealPower<T> of(double exponent) {
+    const T phase = T(atan2(T(0), T(-1))) * T(exponent);
+    return {T(exponent), T(cos(phase)), T(sin(phase))};
+  }
+  MF_HD void operator()(T x, T& re, T& im) const {
+    const T radius = pow(fabs(x), exponent);
+    if (signbit(x)) {
+      re = radius * cos_negative, im = radius * sin_negative;
+    } else {
+      re = radius, im = T(0);
+    }
+  }
+};
+
+struct MdsiParams {
+  double c1, c2, c3, alpha, beta, gamma, q;
+  bool mult;
+};
+
+// MdsiParams in T, with the real powers' constants.
+template <typename T>
+struct MdsiTerms {
+  T c1, c2, c3, alpha, q;
+  RealPower<T> power_q, power_gamma, power_beta;
+  bool mult;
+  static MdsiTerms<T> of(const MdsiParams& p) {
+    return {T(p.c1), T(p.c2), T(p.c3), T(p.alpha), T(p.q), RealPower<T>::of(p.q), RealPower<T>::of(p.gamma),
+            RealPower<T>::of(p.beta), p.mult};
+  }
+};
+
+// MDSI's gcs^q at one pixel (complex): gradient similarity of L (x, y and their mean),
+// chroma similarity of H and M, combined by a sum or piq's product of complex powers.
+template <typename T, typename Get>
+MF_HD void mdsi_pixel(const Get& lx, const Get& ly, T hx, T mx, T hy, T my, const MdsiTerms<T>& p, int64_t i,
+                      int64_t j, T& re, T& im) {
+  T gxx, gxy, gyx, gyy;
+  prewitt<T>(lx, i, j, gxx, gxy);
+  prewitt<T>(ly, i, j, gyx, gyy);
+  const T ax = (gxx + gyx) / T(2), ay = (gxy + gyy) / T(2);
+  const T gm_x = sqrt(gxx * gxx + gxy * gxy), gm_y = sqrt(gyx * gyx + gyy * gyy), gm_avg = sqrt(ax * ax + ay * ay);
+  const T gs = similarity(gm_x, gm_y, p.c1) + similarity(gm_x, gm_avg, p.c2) - similarity(gm_y, gm_avg, p.c2);
+  const T cs = (T(2) * (hx * hy + mx * my) + p.c3) / (hx * hx + hy * hy + mx * mx + my * my + p.c3);
+  if (p.mult) {
+    T gs_re, gs_im, cs_re, cs_im;
+    p.power_gamma(gs, gs_re, gs_im);
+    p.power_beta(cs, cs_re, cs_im);
+    complex_power(gs_re * cs_re, gs_im + cs_im, p.q, re, im);
+  } else {
+    p.power_q(p.alpha * gs + (T(1) - p.alpha) * cs, re, im);
+  }
+}
+
+// Haar responses of size k = 2 * half (piq's haar_filter and its transpose, zero padding
+// half - 1 before and half after, as MATLAB's conv2 'same'). box(r0, c0, r1, c1) is the
+// sum over rows [r0, r1) and columns [c0, c1) of the plane, zero outside.
+template <typename T, typename Box>
+MF_HD void haar(const Box& box, int64_t i, int64_t j, int64_t half, T& horizontal, T& vertical) {
+  const int64_t r0 = i - half + 1, c0 = j - half + 1;
+  const T k = T(2 * half);
+  horizontal = (box(r0, c0, i + 1, j + half + 1) - box(i + 1, c0, i + half + 1, j + half + 1)) / k;
+  vertical = (box(r0, c0, i + half + 1, j + 1) - box(r0, j + 1, i + half + 1, j + half + 1)) / k;
+}
+
+struct HaarParams {
+  int scales;
+  double c, alpha;
+};
+
+// One pixel's HaarPSI terms: adds sigmoid(alpha * sim) * weight and weight for the
+// horizontal and vertical maps. Similarity from the two finest scales, weight from the
+// coarsest. Returns the mean weight (the chroma map's weight).
+template <typename T, typename Box>
+MF_HD T haarpsi_pixel(const Box& box_x, const Box& box_y, const HaarParams& p, int64_t i, int64_t j,
+                      double& weighted, double& weights) {
+  T sim[2] = {T(0), T(0)};
+  T weight[2] = {T(0), T(0)};
+  for (int s = 0; s < p.scales; ++s) {
+    if (s >= 2 && s != p.scales - 1) continue;
+    T hx, vx, hy, vy;
+    haar<T>(box_x, i, j, int64_t(1) << s, hx, vx);
+    haar<T>(box_y, i, j, int64_t(1) << s, hy, vy);
+    if (s < 2) {
+      sim[0] += similarity(fabs(hx), fabs(hy), T(p.c));
+      sim[1] += similarity(fabs(vx), fabs(vy), T(p.c));
+    }
+    if (s == p.scales - 1) {
+      weight[0] = fmax(fabs(hx), fabs(hy));
+      weight[1] = fmax(fabs(vx), fabs(vy));
+    }
+  }
+  for (int o = 0; o < 2; ++o) {
+    weighted += double(sigmoid(sim[o] / T(2) * T(p.alpha)) * weight[o]);
+    weights += double(weight[o]);
+  }
+  return (weight[0] + weight[1]) / T(2);
+}
+
+// HaarPSI's chroma map: |2x2 mean| of I and Q (zero padding after), their similarity.
+template <typename T, typename Get>
+MF_HD T haarpsi_chroma_similarity(const Get& ix, const Get& qx, const Get& iy, const Get& qy, double c, int64_t i,
+                                  int64_t j) {
+  auto mean4 = [&](const Get& g) {
+    return fabs((g(i, j) + g(i, j + 1) + g(i + 1, j) + g(i + 1, j + 1)) / T(4));
+  };
+  return (similarity(mean4(ix), mean4(iy), T(c)) + similarity(mean4(qx), mean4(qy), T(c))) / T(2);
+}
+
+// The drivers: x and y are (n, channels, height, width) C-contiguous; outputs are
+// per-image (per-channel for SSIM) values, explained in medgan_fast/ops/metrics.py.
+template <typename T>
+struct Pair {
+  const T* x;
+  const T* y;
+  int64_t n, channels, height, width;
+  MF_HD Image<T> image_x(int64_t k) const { return {x + k * channels * height * width, channels, height, width}; }
+  MF_HD Image<T> image_y(int64_t k) const { return {y + k * channels * height * width, channels, height, width}; }
+};
+
+#define MEDGAN_FAST_METRIC_DRIVERS(backend)                                                                          \
+  template <typename T>                                                                                              \
+  void squared_error_##backend(const Pair<T>& pair, double scale, bool greyscale, T* out);                          \
+  template <typename T>                                                                                              \
+  void ssim_##backend(const Pair<T>& pair, const T* window, int size, double scale, int pool, double c1, double c2, \
+                      T* ssim, T* cs);                                                                               \
+  template <typename T>                                                                                              \
+  void gmsd_##backend(const Pair<T>& pair, double scale, bool pool_first, int num_scales, double t, double alpha,   \
+                      T* out);                                                                                       \
+  template <typename T>                                                                                              \
+  void mdsi_##backend(const Pair<T>& pair, double scale, int pool, const MdsiParams& params, double rho, T* out);    \
+  template <typename T>                                                                                              \
+  void haarpsi_##backend(const Pair<T>& pair, double scale, bool subsample, const HaarParams& params, T* out);
+
+MEDGAN_FAST_METRIC_DRIVERS(cpu)
+MEDGAN_FAST_METRIC_DRIVERS(cuda)
+#undef MEDGAN_FAST_METRIC_DRIVERS
+
+}  // namespace medgan_fast::metrics

@@ -1,0 +1,333 @@
+// CPU drivers of metrics.h: one parallel task per image (per image and channel for SSIM),
+// each with its own small working planes. SSIM filters separably (a vertical pass over
+// the window's rows into five moment rows, then a horizontal pass), so a pixel costs
+// 2 * 5 * K multiply-adds instead of 5 * K^2; HaarPSI takes its box sums from a double
+// integral image (four reads per box at any scale).
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "ops/metrics/metrics.h"
+
+namespace medgan_fast::metrics {
+namespace {
+
+// A working plane with a zero margin of `pad` pixels, so 3x3 filters need no bounds checks.
+template <typename T>
+struct Plane {
+  int64_t height = 0, width = 0, pad = 1;
+  std::vector<T> data;
+
+  void resize(int64_t h, int64_t w) {
+    height = h, width = w;
+    data.assign((h + 2 * pad) * (w + 2 * pad), T(0));
+  }
+  int64_t stride() const { return width + 2 * pad; }
+  T* row(int64_t i) { return data.data() + (i + pad) * stride() + pad; }
+  const T* row(int64_t i) const { return data.data() + (i + pad) * stride() + pad; }
+  T operator()(int64_t i, int64_t j) const { return data[(i + pad) * stride() + j + pad]; }
+};
+
+// Loads `count` planes of one image in one pass: each output row pools the source rows of
+// every channel (sums over the pool x pool blocks, zero outside), then mixes the channels.
+template <typename T>
+void load(const Image<T>& image, const Mix<T>* mixes, int count, Pooling pooling, T scale, int64_t height,
+          int64_t width, Plane<T>* planes) {
+  const int64_t channels = image.channels, pool = pooling.pool;
+  std::vector<T> pooled(channels * width);
+  const T factor = scale / T(pool * pool);
+  for (int m = 0; m < count; ++m) planes[m].resize(height, width);
+  for (int64_t i = 0; i < height; ++i) {
+    std::fill(pooled.begin(), pooled.end(), T(0));
+    for (int64_t a = 0; a < pool; ++a) {
+      const int64_t r = i * pool - pooling.offset + a;
+      if (r < 0 || r >= image.height) continue;
+      for (int64_t c = 0; c < channels; ++c) {
+        const T* source = image.data + (c * image.height + r) * image.width;
+        T* out = pooled.data() + c * width;
+        if (pool == 1) {
+          for (int64_t j = 0; j < width; ++j) out[j] += source[j];
+          continue;
+        }
+        for (int64_t j = 0; j < width; ++j) {
+          for (int64_t b = 0; b < pool; ++b) {
+            const int64_t col = j * pool - pooling.offset + b;
+            if (col >= 0 && col < image.width) out[j] += source[col];
+          }
+        }
+      }
+    }
+    for (int m = 0; m < count; ++m) {
+      T* out = planes[m].row(i);
+      for (int64_t j = 0; j < width; ++j) {
+        T mixed = 0;
+        for (int64_t c = 0; c < channels; ++c) mixed += mixes[m].w[c] * pooled[c * width + j];
+        out[j] = mixed * factor;
+      }
+    }
+  }
+}
+
+// The next level of a 2x pyramid (zero padding after odd sizes, as piq).
+template <typename T>
+void halve(const Plane<T>& source, Plane<T>& out) {
+  const int64_t h = halved(source.height, source.height, source.width);
+  const int64_t w = halved(source.width, source.height, source.width);
+  out.resize(h, w);
+  for (int64_t i = 0; i < h; ++i) {
+    for (int64_t j = 0; j < w; ++j) {
+      // reads past the source's last row/column land in its zero margin
+      out.row(i)[j] = (source(2 * i, 2 * j) + source(2 * i, 2 * j + 1) + source(2 * i + 1, 2 * j) +
+                       source(2 * i + 1, 2 * j + 1)) / T(4);
+    }
+  }
+}
+
+// out += g * a (or g * a * b): one moment row of the vertical Gaussian pass.
+template <typename T>
+void weighted_product(T* __restrict out, const T* __restrict a, const T* __restrict b, T g, int64_t n, bool product) {
+  if (product) {
+    for (int64_t j = 0; j < n; ++j) out[j] += g * a[j] * b[j];
+  } else {
+    for (int64_t j = 0; j < n; ++j) out[j] += g * a[j];
+  }
+}
+
+template <typename T>
+Mix<T> luma(int64_t channels) {
+  return channels == 3 ? Mix<T>::of(kYiq[0], 3) : Mix<T>::grey();
+}
+
+template <typename T>
+T sum(const std::vector<T>& values) {
+  T total = 0;
+  for (T v : values) total += v;
+  return total;
+}
+
+}  // namespace
+
+template <typename T>
+void squared_error_cpu(const Pair<T>& pair, double scale, bool greyscale, T* out) {
+  const bool mix = greyscale && pair.channels == 3;
+  const int64_t plane = pair.height * pair.width;
+  const T s = T(scale);
+  at::parallel_for(0, pair.n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const T* x = pair.x + k * pair.channels * plane;
+      const T* y = pair.y + k * pair.channels * plane;
+      double total = 0;
+      if (mix) {
+        const T w0 = T(kYiq[0][0]), w1 = T(kYiq[0][1]), w2 = T(kYiq[0][2]);
+        for (int64_t p = 0; p < plane; ++p) {
+          const T d = (w0 * x[p] + w1 * x[plane + p] + w2 * x[2 * plane + p]) * s -
+                      (w0 * y[p] + w1 * y[plane + p] + w2 * y[2 * plane + p]) * s;
+          total += double(d * d);
+        }
+        out[k] = T(total / double(plane));
+      } else {
+        const int64_t count = pair.channels * plane;
+        for (int64_t p = 0; p < count; ++p) {
+          const T d = x[p] * s - y[p] * s;
+          total += double(d * d);
+        }
+        out[k] = T(total / double(count));
+      }
+    }
+  });
+}
+
+template <typename T>
+void ssim_cpu(const Pair<T>& pair, const T* window, int size, double scale, int pool, double c1, double c2, T* ssim,
+              T* cs) {
+  const int64_t h = pair.height / pool, w = pair.width / pool;
+  const int64_t out_h = h - size + 1, out_w = w - size + 1;
+  const int64_t plane = pair.height * pair.width;
+  at::parallel_for(0, pair.n * pair.channels, 1, [&](int64_t begin, int64_t end) {
+    Plane<T> px, py;
+    std::vector<T> vertical(5 * w), moments(5 * out_w), ssim_row(out_w), cs_row(out_w);
+    for (int64_t task = begin; task < end; ++task) {
+      const Image<T> ix{pair.x + task * plane, 1, pair.height, pair.width};
+      const Image<T> iy{pair.y + task * plane, 1, pair.height, pair.width};
+      const Mix<T> grey = Mix<T>::grey();
+      load(ix, &grey, 1, Pooling{pool, 0}, T(scale), h, w, &px);
+      load(iy, &grey, 1, Pooling{pool, 0}, T(scale), h, w, &py);
+      double ssim_total = 0, cs_total = 0;
+      for (int64_t i = 0; i < out_h; ++i) {
+        T* v = vertical.data();
+        std::fill(vertical.begin(), vertical.end(), T(0));
+        for (int a = 0; a < size; ++a) {
+          const T g = window[a];
+          const T* rx = px.row(i + a);
+          const T* ry = py.row(i + a);
+          weighted_product(v, rx, rx, g, w, false), weighted_product(v + w, ry, ry, g, w, false);
+          weighted_product(v + 2 * w, rx, rx, g, w, true), weighted_product(v + 3 * w, ry, ry, g, w, true);
+          weighted_product(v + 4 * w, rx, ry, g, w, true);
+        }
+        std::fill(moments.begin(), moments.end(), T(0));
+        for (int m = 0; m < 5; ++m) {
+          T* __restrict out = moments.data() + m * out_w;
+          const T* __restrict in = vertical.data() + m * w;
+          for (int b = 0; b < size; ++b) {
+            const T g = window[b];
+            for (int64_t j = 0; j < out_w; ++j) out[j] += g * in[j + b];
+          }
+        }
+        const T* mo = moments.data();
+        for (int64_t j = 0; j < out_w; ++j) {
+          ssim_pixel(mo[j], mo[out_w + j], mo[2 * out_w + j], mo[3 * out_w + j], mo[4 * out_w + j], T(c1), T(c2),
+                     ssim_row[j], cs_row[j]);
+        }
+        ssim_total += double(sum(ssim_row)), cs_total += double(sum(cs_row));
+      }
+      const double count = double(out_h * out_w);
+      ssim[task] = T(ssim_total / count), cs[task] = T(cs_total / count);
+    }
+  });
+}
+
+template <typename T>
+void gmsd_cpu(const Pair<T>& pair, double scale, bool pool_first, int num_scales, double t, double alpha, T* out) {
+  const int64_t H = pair.height, W = pair.width;
+  const Pooling pooling{pool_first ? 2 : 1, 0};
+  const int64_t h = pool_first ? halved(H, H, W) : H, w = pool_first ? halved(W, H, W) : W;
+  at::parallel_for(0, pair.n, 1, [&](int64_t begin, int64_t end) {
+    Plane<T> px, py, next;
+    for (int64_t k = begin; k < end; ++k) {
+      const Mix<T> mix = luma<T>(pair.channels);
+      load(pair.image_x(k), &mix, 1, pooling, T(scale), h, w, &px);
+      load(pair.image_y(k), &mix, 1, pooling, T(scale), h, w, &py);
+      for (int level = 0; level < num_scales; ++level) {
+        if (level > 0) {
+          halve(px, next), std::swap(px, next);
+          halve(py, next), std::swap(py, next);
+        }
+        double total = 0, squares = 0;
+        for (int64_t i = 0; i < px.height; ++i) {
+          for (int64_t j = 0; j < px.width; ++j) {
+            const T gms = similarity(prewitt_magnitude<T>(px, i, j), prewitt_magnitude<T>(py, i, j), T(t), T(alpha));
+            total += double(gms), squares += double(gms) * double(gms);
+          }
+        }
+        const double count = double(px.height * px.width), mean = total / count;
+        out[k * num_scales + level] = T(std::sqrt(std::max(0.0, squares / count - mean * mean)));
+      }
+    }
+  });
+}
+
+template <typename T>
+void mdsi_cpu(const Pair<T>& pair, double scale, int pool, const MdsiParams& params, double rho, T* out) {
+  const int64_t h = (pair.height + pool - 1) / pool, w = (pair.width + pool - 1) / pool;
+  const Pooling pooling{pool, (pool - 1) / 2};
+  const MdsiTerms<T> terms = MdsiTerms<T>::of(params);
+  const Mix<T> mixes[3] = {Mix<T>::of(kLhm[0], pair.channels), Mix<T>::of(kLhm[1], pair.channels),
+                           Mix<T>::of(kLhm[2], pair.channels)};
+  at::parallel_for(0, pair.n, 1, [&](int64_t begin, int64_t end) {
+    Plane<T> planes[6];  // L, H, M of x, then of y
+    std::vector<T> map(2 * h * w);
+    for (int64_t k = begin; k < end; ++k) {
+      load(pair.image_x(k), mixes, 3, pooling, T(scale), h, w, planes);
+      load(pair.image_y(k), mixes, 3, pooling, T(scale), h, w, planes + 3);
+      double mean_re = 0, mean_im = 0;
+      for (int64_t i = 0; i < h; ++i) {
+        for (int64_t j = 0; j < w; ++j) {
+          T* z = map.data() + 2 * (i * w + j);
+          mdsi_pixel<T>(planes[0], planes[3], planes[1](i, j), planes[2](i, j), planes[4](i, j), planes[5](i, j),
+                        terms, i, j, z[0], z[1]);
+          mean_re += double(z[0]), mean_im += double(z[1]);
+        }
+      }
+      const double count = double(h * w);
+      const T m_re = T(mean_re / count), m_im = T(mean_im / count);
+      double total = 0;
+      for (int64_t p = 0; p < h * w; ++p) {
+        const T d_re = map[2 * p] - m_re, d_im = map[2 * p + 1] - m_im;
+        const T deviation = sqrt(d_re * d_re + d_im * d_im);
+        total += double(rho == 1.0 ? deviation : pow(deviation, T(rho)));
+      }
+      out[k] = T(total / count);
+    }
+  });
+}
+
+namespace {
+
+// Box sums over a plane, zero outside, from the integral image of the plane with a zero
+// margin of `pad` (the largest Haar half-size), so no read needs a bounds check.
+struct IntegralImage {
+  int64_t pad = 0, stride = 0;
+  std::vector<double> sums;
+
+  template <typename T>
+  void build(const Plane<T>& plane, int64_t margin) {
+    pad = margin, stride = plane.width + 2 * pad + 1;
+    const int64_t rows = plane.height + 2 * pad;
+    sums.assign((rows + 1) * stride, 0.0);
+    for (int64_t i = 0; i < plane.height; ++i) {
+      double* above = sums.data() + (i + pad) * stride + pad + 1;
+      double* here = above + stride;
+      double row = 0;
+      for (int64_t j = 0; j < plane.width; ++j) here[j] = above[j] + (row += double(plane(i, j)));
+      for (int64_t j = plane.width; j < plane.width + pad; ++j) here[j] = above[j] + row;
+    }
+    for (int64_t i = plane.height + pad + 1; i <= rows; ++i) {
+      std::copy(sums.begin() + (i - 1) * stride, sums.begin() + i * stride, sums.begin() + i * stride);
+    }
+  }
+  double at(int64_t i, int64_t j) const { return sums[(i + pad) * stride + j + pad]; }
+  double operator()(int64_t r0, int64_t c0, int64_t r1, int64_t c1) const {
+    return at(r1, c1) - at(r0, c1) - at(r1, c0) + at(r0, c0);
+  }
+};
+
+}  // namespace
+
+template <typename T>
+void haarpsi_cpu(const Pair<T>& pair, double scale, bool subsample, const HaarParams& params, T* out) {
+  const int64_t H = pair.height, W = pair.width;
+  const Pooling pooling{subsample ? 2 : 1, 0};
+  const int64_t h = subsample ? halved(H, H, W) : H, w = subsample ? halved(W, H, W) : W;
+  const bool colour = pair.channels == 3;
+  const Mix<T> mixes[3] = {luma<T>(pair.channels), Mix<T>::of(kYiq[1], 3), Mix<T>::of(kYiq[2], 3)};
+  at::parallel_for(0, pair.n, 1, [&](int64_t begin, int64_t end) {
+    Plane<T> yiq[6];
+    IntegralImage box_x, box_y;
+    for (int64_t k = begin; k < end; ++k) {
+      // Y, I, Q (or grey) of x, then of y
+      const int count = colour ? 3 : 1;
+      load(pair.image_x(k), mixes, count, pooling, T(scale), h, w, yiq);
+      load(pair.image_y(k), mixes, count, pooling, T(scale), h, w, yiq + 3);
+      const int64_t margin = int64_t(1) << (params.scales - 1);
+      box_x.build(yiq[0], margin), box_y.build(yiq[3], margin);
+      auto box = [](const IntegralImage& ii) {
+        return [&ii](int64_t r0, int64_t c0, int64_t r1, int64_t c1) { return T(ii(r0, c0, r1, c1)); };
+      };
+      const auto bx = box(box_x), by = box(box_y);
+      double weighted = 0, weights = 0;
+      for (int64_t i = 0; i < h; ++i) {
+        for (int64_t j = 0; j < w; ++j) {
+          const T weight = haarpsi_pixel<T>(bx, by, params, i, j, weighted, weights);
+          if (!colour) continue;
+          const T sim = haarpsi_chroma_similarity<T>(yiq[1], yiq[2], yiq[4], yiq[5], params.c, i, j);
+          weighted += double(sigmoid(sim * T(params.alpha)) * weight);
+          weights += double(weight);
+        }
+      }
+      out[2 * k] = T(weighted), out[2 * k + 1] = T(weights);
+    }
+  });
+}
+
+#define MEDGAN_FAST_INSTANTIATE(T)                                                                                  \
+  template void squared_error_cpu<T>(const Pair<T>&, double, bool, T*);                                             \
+  template void ssim_cpu<T>(const Pair<T>&, const T*, int, double, int, double, double, T*, T*);                    \
+  template void gmsd_cpu<T>(const Pair<T>&, double, bool, int, double, double, T*);                                 \
+  template void mdsi_cpu<T>(const Pair<T>&, double, int, const MdsiParams&, double, T*);                            \
+  template void haarpsi_cpu<T>(const Pair<T>&, double, bool, const HaarParams&, T*);
+MEDGAN_FAST_INSTANTIATE(float)
+MEDGAN_FAST_INSTANTIATE(double)
+#undef MEDGAN_FAST_INSTANTIATE
+
+}  // namespace medgan_fast::metrics

@@ -1,0 +1,1 @@
+"""Metrics: image quality (piq-compatible), distribution and segmentation."""

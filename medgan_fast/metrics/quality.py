@@ -1,0 +1,224 @@
+"""Full-reference image-quality metrics with piq 0.8.0's signatures, defaults and results.
+
+Each metric is one fused kernel per batch (:mod:`medgan_fast.ops.metrics`); this module
+checks the inputs as piq does (but raising ValueError), and finishes on the N per-image
+numbers. piq's documented conventions are kept on purpose, so results compare exactly:
+
+- SSIM filters without padding (valid convolution) and first average-pools by
+  max(1, round(min(H, W) / 256)) when ``downsample``; it is computed per channel of RGB.
+- GMSD, MS-GMSD and HaarPSI use the Y of YIQ for RGB; MDSI uses LHM and treats grey input
+  as RGB with three equal channels (piq warns about this; so do we).
+- MS-GMSD, MDSI and HaarPSI work on the [0, 255] scale internally, whatever data_range is.
+- ``reduction``: 'none' gives one value per image, 'mean' and 'sum' reduce over the batch.
+
+Higher is better for PSNR, SSIM, MS-SSIM and HaarPSI; lower is better for GMSD, MS-GMSD and
+MDSI (:data:`HIGHER_IS_BETTER`). float16/bfloat16 inputs are computed in float32.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from ..ops import metrics as ops
+
+__all__ = ["HIGHER_IS_BETTER", "QUALITY_METRICS", "gmsd", "haarpsi", "mdsi", "ms_ssim", "multi_scale_gmsd",
+           "multi_scale_ssim", "psnr", "ssim"]
+
+REDUCTIONS = ("none", "mean", "sum")
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+MS_GMSD_WEIGHTS = (0.096, 0.596, 0.289, 0.019)
+
+
+def _prepare(x, y, data_range, reduction):
+    """piq's _validate_input as ValueErrors, plus NaN/Inf; returns float32/64 tensors."""
+    for arg, t in (("x", x), ("y", y)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{arg} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{arg} must be a 4-D (N, C, H, W) tensor, got shape {tuple(t.shape)}")
+        if t.is_complex() or not (t.is_floating_point() or t.dtype == torch.uint8):
+            raise TypeError(f"{arg} must be a real floating-point (or uint8) tensor, got {t.dtype}")
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.device != y.device:
+        raise ValueError(f"x and y must be on the same device, got {x.device} and {y.device}")
+    if x.numel() == 0:
+        raise ValueError(f"x and y must not be empty, got shape {tuple(x.shape)}")
+    if isinstance(data_range, bool) or not isinstance(data_range, numbers.Real) or not data_range > 0:
+        raise ValueError(f"data_range must be a number > 0, got {data_range!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if x.shape[1] not in (1, 3):
+        raise ValueError(f"x and y must have 1 (grey) or 3 (RGB) channels, got {x.shape[1]}")
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    x, y = x.to(dtype), y.to(dtype)
+    for arg, t in (("x", x), ("y", y)):
+        low, high = torch.aminmax(t)  # NaN propagates into both; Inf fails the range
+        low, high = low.item(), high.item()
+        if math.isnan(low) or math.isnan(high):
+            raise ValueError(f"{arg} contains NaN")
+        if not (0 <= low and high <= data_range):
+            raise ValueError(f"{arg} must have values in [0, data_range] = [0, {data_range}], "
+                             f"got values in [{low}, {high}]")
+    return x, y
+
+
+def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return values
+    return values.mean(dim=0) if reduction == "mean" else values.sum(dim=0)
+
+
+def _check_min_size(x, size, what):
+    if x.shape[-1] < size or x.shape[-2] < size:
+        raise ValueError(f"x and y must be at least {size}x{size} for {what}, got {x.shape[-2]}x{x.shape[-1]}")
+
+
+def _scale_weights(weights, default):
+    if weights is None:
+        return torch.tensor(default, dtype=torch.float64)
+    weights = torch.as_tensor(weights, dtype=torch.float64).cpu()
+    if weights.dim() != 1 or weights.numel() == 0:
+        raise ValueError(f"scale_weights must be a vector of weights, got shape {tuple(weights.shape)}")
+    return weights / weights.sum()
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, reduction: str = "mean",
+         convert_to_greyscale: bool = False) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB, -10 log10(MSE + 1e-8) on images scaled to [0, 1]
+    (piq.psnr). With ``convert_to_greyscale`` RGB is reduced to its luma first."""
+    x, y = _prepare(x, y, data_range, reduction)
+    mse = ops.squared_error(x, y, 1.0 / float(data_range), convert_to_greyscale)
+    return _reduce(-10 * torch.log10(mse + 1e-8), reduction)
+
+
+def _ssim_pool(x, downsample):
+    pool = ops.auto_pool(x.shape[-2], x.shape[-1])
+    return pool if downsample and pool > 1 else 1
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, kernel_size: int = 11, kernel_sigma: float = 1.5,
+         data_range: float = 1.0, reduction: str = "mean", full: bool = False, downsample: bool = True,
+         k1: float = 0.01, k2: float = 0.03):
+    """Structural similarity (piq.ssim): Gaussian window `kernel_size` (odd) and
+    `kernel_sigma`, valid filtering, mean over channels. With ``full`` returns
+    [ssim, cs] (cs: the mean contrast-structure term)."""
+    if not isinstance(kernel_size, int) or kernel_size % 2 != 1 or kernel_size < 1:
+        raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size!r}")
+    x, y = _prepare(x, y, data_range, reduction)
+    pool = _ssim_pool(x, downsample)
+    if x.shape[-1] // pool < kernel_size or x.shape[-2] // pool < kernel_size:
+        raise ValueError(f"kernel_size {kernel_size} is larger than the input ({x.shape[-2]}x{x.shape[-1]}"
+                         f"{f' pooled by {pool}' if pool > 1 else ''})")
+    window = ops.gaussian_window(kernel_size, kernel_sigma, x.dtype, x.device)
+    ssim_map, cs = ops.ssim_means(x, y, window, 1.0 / float(data_range), pool, k1**2, k2**2)
+    ssim_value, cs = _reduce(ssim_map.mean(1), reduction), _reduce(cs.mean(1), reduction)
+    return [ssim_value, cs] if full else ssim_value
+
+
+def multi_scale_ssim(x: torch.Tensor, y: torch.Tensor, kernel_size: int = 11, kernel_sigma: float = 1.5,
+                     data_range: float = 1.0, reduction: str = "mean", scale_weights: torch.Tensor | None = None,
+                     k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+    """Multi-scale SSIM (piq.multi_scale_ssim): 5 scales by default, each halved with
+    replicate padding at the top/left of odd sizes; the image must be at least
+    (kernel_size - 1) * 2^(scales - 1) + 1 on each side."""
+    if not isinstance(kernel_size, int) or kernel_size % 2 != 1 or kernel_size < 1:
+        raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size!r}")
+    x, y = _prepare(x, y, data_range, reduction)
+    weights = _scale_weights(scale_weights, MS_SSIM_WEIGHTS)
+    levels = weights.numel()
+    _check_min_size(x, (kernel_size - 1) * 2 ** (levels - 1) + 1, f"MS-SSIM with {levels} scales")
+    window = ops.gaussian_window(kernel_size, kernel_sigma, x.dtype, x.device)
+    scale, terms = 1.0 / float(data_range), []
+    for level in range(levels):
+        if level > 0:
+            pad = max(x.shape[2] % 2, x.shape[3] % 2)
+            x = F.avg_pool2d(F.pad(x, [pad, 0, pad, 0], mode="replicate"), 2)
+            y = F.avg_pool2d(F.pad(y, [pad, 0, pad, 0], mode="replicate"), 2)
+        ssim_map, cs = ops.ssim_means(x, y, window, scale, 1, k1**2, k2**2)
+        terms.append(ssim_map if level == levels - 1 else cs)
+    terms = torch.relu(torch.stack(terms))  # (levels, N, C)
+    value = torch.prod(terms ** weights.to(terms).view(-1, 1, 1), dim=0).mean(1)
+    return _reduce(value, reduction)
+
+
+ms_ssim = multi_scale_ssim
+
+
+def gmsd(x: torch.Tensor, y: torch.Tensor, reduction: str = "mean", data_range: float = 1.0,
+         t: float = 170 / (255.0**2)) -> torch.Tensor:
+    """Gradient magnitude similarity deviation (piq.gmsd) of the luma at half size."""
+    x, y = _prepare(x, y, data_range, reduction)
+    deviation = ops.gmsd_deviation(x, y, 1.0 / float(data_range), True, 1, t, 0.0)
+    return _reduce(deviation[:, 0], reduction)
+
+
+def multi_scale_gmsd(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, reduction: str = "mean",
+                     scale_weights: torch.Tensor | None = None, chromatic: bool = False, alpha: float = 0.5,
+                     beta1: float = 0.01, beta2: float = 0.32, beta3: float = 15.0, t: float = 170) -> torch.Tensor:
+    """Multi-scale GMSD (piq.multi_scale_gmsd) on the [0, 255] scale; with ``chromatic``
+    (RGB only) adds the IQ error of the coarsest scale."""
+    x, y = _prepare(x, y, data_range, reduction)
+    weights = _scale_weights(scale_weights, MS_GMSD_WEIGHTS)
+    num_scales = weights.numel()
+    _check_min_size(x, 2**num_scales + 1, f"MS-GMSD with {num_scales} scales")
+    if chromatic and x.shape[1] != 3:
+        raise ValueError(f"chromatic MS-GMSD needs RGB images (3 channels), got {x.shape[1]}")
+    scale = 255.0 / float(data_range)
+    deviations = ops.gmsd_deviation(x, y, scale, False, num_scales, t, alpha)
+    value = torch.sqrt((weights.to(deviations) * deviations**2).sum(dim=1))
+    if chromatic:
+        # Pooling is linear and zero padding maps to zero, so pooling RGB and then
+        # converting equals converting and then pooling (what piq does).
+        for _ in range(num_scales - 1):
+            x, y = ops._pool2_zero(x), ops._pool2_zero(y)
+        iq_x, iq_y = ops._colour(x * scale, ops.RGB_TO_YIQ[1:]), ops._colour(y * scale, ops.RGB_TO_YIQ[1:])
+        rmse_chroma = torch.sqrt(((iq_x - iq_y) ** 2).mean(dim=(2, 3)).sum(dim=1))
+        gamma = 2 / (1 + beta2 * torch.exp(-beta3 * value)) - 1
+        value = gamma * value + (1 - gamma) * beta1 * rmse_chroma
+    return _reduce(value, reduction)
+
+
+def mdsi(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, reduction: str = "mean", c1: float = 140.0,
+         c2: float = 55.0, c3: float = 550.0, combination: str = "sum", alpha: float = 0.6, beta: float = 0.1,
+         gamma: float = 0.2, rho: float = 1.0, q: float = 0.25, o: float = 0.25) -> torch.Tensor:
+    """Mean deviation similarity index (piq.mdsi) on the [0, 255] scale; `combination`
+    'sum' or 'mult'. Grey images are treated as RGB with three equal channels."""
+    if combination not in ("sum", "mult"):
+        raise ValueError(f"combination must be 'sum' or 'mult', got {combination!r}")
+    x, y = _prepare(x, y, data_range, reduction)
+    if x.shape[1] == 1:
+        warnings.warn("MDSI is defined for RGB images; the grey channel is used as R, G and B (as piq does).",
+                      stacklevel=2)
+    pool = ops.auto_pool(x.shape[-2], x.shape[-1])
+    pooled = ops.mdsi_pooled(x, y, 255.0 / float(data_range), pool, c1, c2, c3, alpha, beta, gamma, q, rho,
+                             combination == "mult")
+    return _reduce(pooled ** (o / rho), reduction)
+
+
+def haarpsi(x: torch.Tensor, y: torch.Tensor, reduction: str = "mean", data_range: float = 1.0, scales: int = 3,
+            subsample: bool = True, c: float = 30.0, alpha: float = 4.2) -> torch.Tensor:
+    """Haar wavelet-based perceptual similarity (piq.haarpsi) on the [0, 255] scale."""
+    if not isinstance(scales, int) or scales < 3:
+        # the two finest scales give the similarities and the coarsest the weights
+        raise ValueError(f"scales must be an integer >= 3, got {scales!r}")
+    x, y = _prepare(x, y, data_range, reduction)
+    _check_min_size(x, 2 ** (scales + 1), f"HaarPSI with {scales} scales")
+    sums = ops.haarpsi_sums(x, y, 255.0 / float(data_range), scales, subsample, c, alpha)
+    eps = torch.finfo(sums.dtype).eps
+    score = (sums[:, 0] + eps) / (sums[:, 1] + eps)
+    return _reduce((torch.log(score / (1 - score)) / alpha) ** 2, reduction)
+
+
+# name -> (function, higher is better); the order of the evaluate command's table.
+QUALITY_METRICS = {
+    "psnr": psnr, "ssim": ssim, "ms_ssim": multi_scale_ssim, "gmsd": gmsd, "ms_gmsd": multi_scale_gmsd,
+    "mdsi": mdsi, "haarpsi": haarpsi,
+}
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "gmsd": False, "ms_gmsd": False, "mdsi": False,
+                    "haarpsi": True}
