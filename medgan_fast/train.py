@@ -39,7 +39,9 @@ examples:
       the users' generation job (same as python -m medgan_fast.generate)
 
 outputs in <out>/<run>/: config.yaml (resolved), log.jsonl, checkpoints/last.pt and
-step_NNNNNNNN.pt, samples/epoch_NNNN.png, loss.png, evolution.gif.
+step_NNNNNNNN.pt, samples/epoch_NNNN.png, loss.png, evolution.gif, and with each sample grid
+its image metrics against a fixed batch of real images (key metrics, default
+ssim,ms_gmsd,haarpsi,swd; metrics= for none): log.jsonl records, metrics.png, metrics.json.
 
 {textwrap.fill("keys (--set key=value; values read as YAML: true, 0.9, null): " + ", ".join(field_names()) + ".", 88)}
 learning_rate >= 1 follows the users' convention: a ratio, D lr = 0.0002 * learning_rate,

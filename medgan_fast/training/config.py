@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from ..metrics.evaluation import TRAIN_DEFAULT_METRICS, TRAIN_METRICS
+
 __all__ = [
     "ARCHS", "GENERATE_ARCH", "LOSSES", "SAMPLE_DATA", "SAMPLE_PRESET", "ConfigError", "TrainConfig", "check_key",
     "field_names", "load_config", "parse_overrides", "read_yaml",
@@ -92,11 +94,13 @@ class TrainConfig:
     sample_every: int = 1             # epochs between sample grids (the last epoch always gets one)
     sample_count: int = 64            # images in a sample grid
     log_every: int = 10               # steps between log.jsonl lines
+    metrics: str = ",".join(TRAIN_DEFAULT_METRICS)  # image metrics logged with each sample grid ("": none)
     resume: bool | str = False        # true: <run dir>/checkpoints/last.pt; or a checkpoint path
     truncation: float | None = None   # arch Generator: resample latent entries with |z| > truncation
     progress: bool = True             # tqdm bars
 
     def __post_init__(self):
+        self.metrics = _metric_list(self.metrics)
         for field in dataclasses.fields(self):
             setattr(self, field.name, _coerce(field.name, getattr(self, field.name), _field_types()[field.name]))
         self._validate()
@@ -116,6 +120,11 @@ class TrainConfig:
     @property
     def is_sample(self) -> bool:
         return self.data == SAMPLE_DATA
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics to log, in order (empty: none)."""
+        return tuple(name for name in self.metrics.split(",") if name)
 
     @property
     def run_dir(self) -> Path:
@@ -169,6 +178,28 @@ class TrainConfig:
             raise ConfigError("path: arch Generator needs path, the checkpoint to generate from")
         if self.run and (Path(self.run).name != self.run or self.run in (".", "..")):
             raise ConfigError(f"run: expected a plain folder name (no '/'), got {self.run!r}")
+        for name in self.metric_names:
+            if name in ("fid", "kid"):
+                raise ConfigError(f"metrics: {name} needs Inception-v3 weights and thousands of images; compute it "
+                                  "after training with python -m medgan_fast.evaluate --inception FILE")
+            _one_of("metrics", name, TRAIN_METRICS)
+
+
+def _metric_list(value: Any) -> Any:
+    """The metrics setting as a canonical comma list: a YAML list or a comma string, names in
+    lower case ('-' read as '_'), duplicates dropped; null, false or [] for none."""
+    if value is None or value is False:
+        return ""
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(item) for item in value)
+    if not isinstance(value, str):
+        return value   # _coerce reports it
+    names: list[str] = []
+    for item in value.split(","):
+        name = item.strip().lower().replace("-", "_")
+        if name and name not in names:
+            names.append(name)
+    return ",".join(names)
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,8 +6,18 @@
 
 Run directory ``<out>/<run>/`` (rank 0 writes it): config.yaml (the resolved config),
 log.jsonl, checkpoints/ (last.pt and step_NNNNNNNN.pt), samples/epoch_NNNN.png (fixed-input
-grids), loss.png and evolution.gif. A new run whose directory exists gets a numbered one
-(<run>_2, ...); ``resume`` continues in the existing one.
+grids), loss.png, evolution.gif, and with ``metrics`` set, metrics.png and metrics.json. A new
+run whose directory exists gets a numbered one (<run>_2, ...); ``resume`` continues in the
+existing one.
+
+Image metrics (``metrics``, default ssim, ms_gmsd, haarpsi, swd): with every sample grid, rank 0
+compares the grid's images (fixed noise) with a fixed batch of as many real training images
+(items (epoch 0, i) at evenly spaced i, so the same ones every time), both mapped from [-1, 1]
+to [0, 1], as :mod:`medgan_fast.metrics.evaluation` pairs them (each sample image against
+``TRAIN_PAIRS_PER_IMAGE`` = 4 of the real ones; SWD with ``TRAIN_SWD_OPTIONS``, a cheaper
+estimate than the evaluate command's). It writes a log.jsonl record with "event":
+"metrics", metrics.json (the latest values) and metrics.png. No RNG stream of training is
+drawn from, so resume stays exact.
 
 Steps count batches over the whole run. Checkpoints are written every ``checkpoint_every``
 steps and at each epoch end; resuming from step s trains epoch s // steps_per_epoch from its
@@ -18,8 +28,10 @@ on GPU up to the nondeterminism of cuDNN and atomics).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +41,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .._version import __version__
+from ..data.datasets import ImageDataset
 from ..data.grid import save_grid
+from ..metrics.evaluation import (
+    TRAIN_PAIRS_PER_IMAGE,
+    TRAIN_SWD_OPTIONS,
+    compute_metrics,
+    direction,
+    write_json,
+)
 from . import gan  # noqa: F401  (registers DCGAN and SNGAN)
 from .checkpoint import (
     CheckpointError,
@@ -43,7 +64,7 @@ from .checkpoint import (
 from .config import ConfigError, TrainConfig
 from .data import build_dataset, build_loader
 from .distributed import Distributed, setup
-from .plots import evenly_spaced, gif_frame, plot_losses, save_evolution
+from .plots import evenly_spaced, gif_frame, plot_losses, plot_metrics, save_evolution
 from .registry import ARCHITECTURES, Context, Task
 from .telemetry import GpuMonitor, JsonlLog, read_log, truncate_log
 
@@ -69,6 +90,7 @@ class RunSummary:
     samples: list[Path] = field(default_factory=list)
     resumed_from: int | None = None    # the step a resumed run started at
     rank: int = 0                      # the process that returned it (rank 0 wrote the files)
+    metrics: dict[str, float] = field(default_factory=dict)   # the last image metrics (rank 0)
 
     def __str__(self) -> str:
         start = f" (resumed at step {self.resumed_from})" if self.resumed_from is not None else ""
@@ -76,6 +98,9 @@ class RunSummary:
                  f"{_plural(self.steps, 'step')}{start} in {self.seconds:.0f} s",
                  f"run directory: {self.run_dir}",
                  "  config.yaml, log.jsonl, loss.png, evolution.gif"]
+        if self.metrics:
+            values = ", ".join(f"{name} {value:.4g}" for name, value in self.metrics.items())
+            lines.append(f"  metrics.png, metrics.json (last: {values})")
         if self.samples:
             last = f" .. {self.samples[-1].name}" if len(self.samples) > 1 else ""
             lines.append(f"  samples/{self.samples[0].name}{last}")
@@ -196,12 +221,14 @@ class _Run:
         bar.close()
 
     def end_epoch(self, epoch: int) -> None:
-        """Schedulers, the sample grid, plots and a checkpoint."""
+        """Schedulers, the sample grid and its metrics, plots and a checkpoint."""
         config = self.config
         self.task.on_epoch_end(epoch)
         if self.writer is not None:
             if (epoch + 1) % config.sample_every == 0 or epoch + 1 == config.num_epochs:
-                self.writer.sample(epoch)
+                images = self.task.sample()
+                self.writer.sample(epoch, images)
+                self.writer.measure(images, self.dataset, epoch, self.position.step, self.dist.device)
             self.writer.plot()
         self.checkpoint(numbered=config.checkpoint_every > 0 and self.position.step % config.checkpoint_every == 0)
 
@@ -230,7 +257,8 @@ class _Run:
                           data=repr(self.dataset), epochs=self.config.num_epochs, steps=self.position.step,
                           seconds=time.perf_counter() - self.started, checkpoint=self.checkpoint_path,
                           samples=sorted((run_dir / "samples").glob("epoch_*.png")) if self.dist.is_main else [],
-                          resumed_from=self.resumed_from, rank=self.dist.rank)
+                          resumed_from=self.resumed_from, rank=self.dist.rank,
+                          metrics=dict(self.writer.last_metrics) if self.writer is not None else {})
 
 
 # ---------------------------------------------------------------------------------------
@@ -311,6 +339,15 @@ def _log_step(position: _Position, metrics: dict[str, torch.Tensor], task: Task,
             "images_per_second": round(speed, 2), **monitor.read()}
 
 
+def fixed_real_images(dataset: ImageDataset, count: int) -> torch.Tensor:
+    """[min(count, len(dataset)), C, S, S] real images in [0, 1] for the metrics: the items
+    (epoch 0, i) at `count` evenly spaced indices i, the same in every call and run."""
+    indices = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int))
+    # A copy (an HDF5 set's copy opens its own file handle), so the loader's dataset stays as it was.
+    source = copy.copy(dataset)
+    return torch.stack([source[(0, int(index))] for index in indices]).add(1).div(2).clamp(0, 1)
+
+
 class _RunWriter:
     """Rank 0's files in the run directory."""
 
@@ -323,6 +360,9 @@ class _RunWriter:
         self.log_path = run_dir / "log.jsonl"
         self._log: JsonlLog | None = None
         self._frames: dict[Path, Any] = {}   # sample grid -> its GIF frame, each made once
+        self._real: torch.Tensor | None = None   # the fixed real images of the metrics, made once
+        self._reported: set[str] = set()         # skip and failure notes already printed
+        self.last_metrics: dict[str, float] = {}
 
     def start(self, step: int, notes: list[str], resumed_from: int | None) -> None:
         if resumed_from is not None:
@@ -336,14 +376,58 @@ class _RunWriter:
     def log(self, record: dict[str, Any]) -> None:
         self._log.write(record)
 
-    def sample(self, epoch: int) -> Path:
+    def sample(self, epoch: int, images: torch.Tensor) -> Path:
+        """samples/epoch_NNNN.png: the grid of `images` ([N, C, H, W] in [-1, 1], from task.sample())."""
         self._frames.pop(self.run_dir / "samples" / f"epoch_{epoch + 1:04d}.png", None)   # redone after a resume
-        return save_grid(self.task.sample().numpy(), self.run_dir / "samples" / f"epoch_{epoch + 1:04d}.png",
+        return save_grid(images.numpy(), self.run_dir / "samples" / f"epoch_{epoch + 1:04d}.png",
                          value_range=(-1.0, 1.0))
 
+    def measure(self, images: torch.Tensor, dataset: ImageDataset, epoch: int, step: int,
+                device: torch.device) -> None:
+        """The image metrics of the sample `images` against the fixed real batch: a log record,
+        metrics.json. A metric that fails (e.g. out of memory) is reported and training goes on."""
+        names = self.config.metric_names
+        if not names:
+            return
+        started = time.perf_counter()
+        if self._real is None:
+            self._real = fixed_real_images(dataset, len(images))
+        fake = images.float().clamp(-1, 1).add(1).div(2)
+        # The metrics draw from their own seeded generators; fork_rng makes sure no training
+        # stream moves (exact resume).
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            try:
+                result = compute_metrics(self._real, fake, names, pairs_per_image=TRAIN_PAIRS_PER_IMAGE,
+                                         seed=self.config.seed, batch_size=64, device=device,
+                                         swd_options=TRAIN_SWD_OPTIONS)
+            except (RuntimeError, ValueError) as error:
+                self._note("error", f"metrics: not computed at epoch {epoch + 1} ({type(error).__name__}: "
+                                    f"{str(error).splitlines()[0]}); training goes on")
+                return
+        seconds = time.perf_counter() - started
+        values = {name: value.value for name, value in result.values.items()}
+        for name, reason in result.skipped.items():
+            self._note(name, f"metrics: {name} skipped: {reason}")
+        self.last_metrics = values
+        self._log.write({"step": step, "epoch": epoch + 1, "event": "metrics", **values,
+                         "metrics_seconds": round(seconds, 3)})
+        write_json({"package_version": __version__, "run": self.config.run, "epoch": epoch + 1, "step": step,
+                    "metrics": {name: value.to_dict() for name, value in result.values.items()},
+                    "skipped": result.skipped, "fake_images": len(fake), "real_images": len(self._real),
+                    "pairs_per_image": min(TRAIN_PAIRS_PER_IMAGE, len(self._real)),
+                    "directions": {name: direction(name) for name in names}, "seconds": round(seconds, 3)},
+                   self.run_dir / "metrics.json")
+
+    def _note(self, key: str, message: str) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
+            print(message, file=sys.stderr)
+
     def plot(self) -> None:
-        plot_losses(read_log(self.log_path), self.run_dir / "loss.png",
-                    title=f"{self.config.arch}-{self.config.image_size} {self.config.run}")
+        records = read_log(self.log_path)
+        title = f"{self.config.arch}-{self.config.image_size} {self.config.run}"
+        plot_losses(records, self.run_dir / "loss.png", title=title)
+        plot_metrics(records, self.run_dir / "metrics.png", title=title)
         grids = evenly_spaced(sorted((self.run_dir / "samples").glob("epoch_*.png")))
         self._frames = {grid: self._frames[grid] if grid in self._frames else gif_frame(grid) for grid in grids}
         save_evolution(list(self._frames.values()), self.run_dir / "evolution.gif")

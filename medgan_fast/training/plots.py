@@ -1,5 +1,6 @@
 """Pictures of a run: loss.png (losses against steps, matplotlib's Agg canvas, no pyplot
-state) and evolution.gif (the per-epoch sample grids as an animation, Pillow)."""
+state), metrics.png (the image metrics of the sample grids against epochs) and
+evolution.gif (the per-epoch sample grids as an animation, Pillow)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ..data.patchset import AtomicPath
+from ..metrics.evaluation import HIGHER_IS_BETTER
 
-__all__ = ["MAX_FRAMES", "evenly_spaced", "gif_frame", "plot_losses", "save_evolution"]
+__all__ = ["MAX_FRAMES", "evenly_spaced", "gif_frame", "plot_losses", "plot_metrics", "save_evolution"]
 
 LOSS_KEYS = ("loss_d", "loss_g")
 LABELS = {"loss_d": "discriminator", "loss_g": "generator"}
@@ -38,6 +40,37 @@ def plot_losses(records: list[dict[str, Any]], path: str | Path, title: str = ""
     if keys:
         axes.legend()
     axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path = Path(path)
+    with AtomicPath(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return path
+
+
+def plot_metrics(records: list[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
+    """Plots each metric of the log's ``"event": "metrics"`` `records` against epoch, one panel
+    a metric (their scales differ), titled with its direction; writes a PNG atomically. None
+    (and nothing written) when there are no such records."""
+    records = [record for record in records if record.get("event") == "metrics" and "epoch" in record]
+    names = list(dict.fromkeys(key for record in records for key in record if key in HIGHER_IS_BETTER))
+    if not names:
+        return None
+    columns = min(len(names), 3)
+    rows = -(-len(names) // columns)
+    figure = Figure(figsize=(4 * columns, 3 * rows + 0.4), dpi=100)
+    FigureCanvasAgg(figure)
+    for index, name in enumerate(names):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        points = [(record["epoch"], record[name]) for record in records if isinstance(record.get(name), (int, float))]
+        if points:
+            epochs, values = zip(*points)
+            axes.plot(epochs, values, marker="o", markersize=3, linewidth=1)
+        better = "higher" if HIGHER_IS_BETTER[name] else "lower"
+        axes.set_title(f"{name} ({better} is better)", fontsize=10)
+        axes.set_xlabel("epoch")
+        axes.grid(alpha=0.3)
+    if title:
+        figure.suptitle(f"{title}: sample images against real ones")
     figure.tight_layout()
     path = Path(path)
     with AtomicPath(path) as tmp:
