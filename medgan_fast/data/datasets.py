@@ -121,21 +121,22 @@ class ImageDataset(Dataset):
 # ---------------------------------------------------------------------------------------
 # Folders
 
-def find_images(root: str | Path) -> list[Path]:
+def find_images(root: str | Path, argument: str = "data") -> list[Path]:
     """Image files under `root`, sorted: directly in it (a flat folder) and in its subfolders
     (a torchvision ImageFolder root: one subfolder per class). Hidden files and folders skipped.
 
     Raises:
-        DataError: `root` is not a folder or holds no images.
+        DataError: `root` is not a folder or holds no images (the message starts with
+            `argument`, the setting or option that named the folder).
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"data {root}: " + ("not a folder" if root.exists() else "no such folder or file"))
+        raise DataError(f"{argument} {root}: " + ("not a folder" if root.exists() else "no such folder or file"))
     files = sorted(path for path in root.rglob("*")
                    if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
                    and not any(part.startswith(".") for part in path.relative_to(root).parts))
     if not files:
-        raise DataError(f"data {root}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its subfolders")
+        raise DataError(f"{argument} {root}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its subfolders")
     return files
 
 

@@ -8,7 +8,15 @@ metrics over image sets, and segmentation scores.
 1.0
 """
 
-from .distribution import fid, fid_from_features, kid, kid_from_features, load_inception, ms_ssim_diversity, swd
+from .distribution import (
+    fid,
+    fid_from_features,
+    kid,
+    kid_from_features,
+    load_inception,
+    ms_ssim_diversity,
+    swd,
+)
 from .quality import (
     HIGHER_IS_BETTER,
     QUALITY_METRICS,

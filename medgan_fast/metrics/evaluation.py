@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .._version import __version__
-from ..data.datasets import HDF5_SUFFIXES, resize_and_crop, to_unit_float
+from ..data.datasets import HDF5_SUFFIXES, find_images, resize_and_crop, to_unit_float
 from ..data.images import IMAGE_SUFFIXES, DataError, read_image
 from ..data.patchset import AtomicPath
 from ..data.sample import SAMPLE_NAME, sample_image
@@ -298,18 +298,6 @@ def _format(value: float) -> str:
 # ---------------------------------------------------------------------------------------
 # Loading sets
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise DataError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DataError(f"--device {name}: CUDA is not available here; use cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise DataError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}")
-    return device
 
 
 def _scale(image: np.ndarray, data_range: float | None, source: str | Path, argument: str) -> torch.Tensor:
@@ -384,17 +372,8 @@ def _colour(channels: int) -> str:
     return {1: "grey (1 channel)", 3: "RGB (3 channels)"}.get(channels, f"{channels} channels")
 
 
-def _image_files(folder: Path, argument: str) -> list[Path]:
-    files = sorted(path for path in folder.rglob("*")
-                   if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-                   and not any(part.startswith(".") for part in path.relative_to(folder).parts))
-    if not files:
-        raise DataError(f"{argument} {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its subfolders")
-    return files
-
-
 def _read_folder(folder: Path, collector: _Collector, data_range: float | None, progress: bool) -> None:
-    files = _image_files(folder, collector.argument)
+    files = find_images(folder, collector.argument)
     for path in tqdm(files, desc=f"read {collector.argument}", unit="image", disable=not progress, leave=False):
         collector.add(_scale(read_image(path), data_range, path, collector.argument), path)
 
@@ -714,7 +693,9 @@ def evaluate(config: EvaluateConfig) -> Evaluation:
         DataError: a bad setting or input (the message names the argument or file).
     """
     started = time.perf_counter()
-    device = _device(config.device)
+    from ..training.generation import resolve_device   # training imports this module
+
+    device = resolve_device(config.device, "--device", DataError)
     if config.out is not None and not config.out.parent.is_dir():
         raise DataError(f"--out {config.out}: folder {config.out.parent} does not exist")
     if config.inception is not None and not config.inception.is_file():

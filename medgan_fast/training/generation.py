@@ -172,15 +172,19 @@ def latent_vectors(seed: int, start: int, count: int, size: int, truncation: flo
     return torch.from_numpy(vectors)
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str, argument: str = "device", error: type[ValueError] = ConfigError) -> torch.device:
+    """The torch.device for "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"; a bad
+    or unavailable one raises `error` with a message that starts with `argument`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as error:
-        raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {name!r}") from error
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise error(f"{argument}: expected auto, cpu, cuda or cuda:N, got {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name}: CUDA is not available here; use cpu")
+        raise error(f"{argument} {name}: CUDA is not available here; use cpu")
     return device
 
 
@@ -203,7 +207,7 @@ def generate(config: GenerateConfig) -> GenerateSummary:
         ConfigError: a bad setting or output path.
     """
     started = time.perf_counter()
-    device = _device(config.device)
+    device = resolve_device(config.device)
     if not config.out.parent.is_dir():
         raise ConfigError(f"out {config.out}: folder {config.out.parent} does not exist")
     generator, info = load_generator(config.checkpoint, device, config.model_config)

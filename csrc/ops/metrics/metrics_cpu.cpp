@@ -106,6 +106,28 @@ T sum(const std::vector<T>& values) {
   return total;
 }
 
+// Adds sum(v - shift) and sum((v - shift)^2) in double, in independent lanes (a single
+// running sum is a dependency chain the compiler may not reorder, so it would not
+// vectorise). The shift is a value the data sit near (1 for similarities), so a variance
+// taken from these sums does not cancel when the spread is tiny.
+template <typename T>
+void shifted_sums(const T* __restrict v, int64_t n, double shift, double& total, double& squares) {
+  constexpr int kLanes = 8;
+  double lane_sum[kLanes] = {}, lane_squares[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const double d = double(v[j + l]) - shift;
+      lane_sum[l] += d, lane_squares[l] += d * d;
+    }
+  }
+  for (; j < n; ++j) {
+    const double d = double(v[j]) - shift;
+    total += d, squares += d * d;
+  }
+  for (int l = 0; l < kLanes; ++l) total += lane_sum[l], squares += lane_squares[l];
+}
+
 }  // namespace
 
 template <typename T>
@@ -194,6 +216,7 @@ void gmsd_cpu(const Pair<T>& pair, double scale, bool pool_first, int num_scales
   const int64_t h = pool_first ? halved(H, H, W) : H, w = pool_first ? halved(W, H, W) : W;
   at::parallel_for(0, pair.n, 1, [&](int64_t begin, int64_t end) {
     Plane<T> px, py, next;
+    std::vector<T> row;
     for (int64_t k = begin; k < end; ++k) {
       const Mix<T> mix = luma<T>(pair.channels);
       load(pair.image_x(k), &mix, 1, pooling, T(scale), h, w, &px);
@@ -203,12 +226,13 @@ void gmsd_cpu(const Pair<T>& pair, double scale, bool pool_first, int num_scales
           halve(px, next), std::swap(px, next);
           halve(py, next), std::swap(py, next);
         }
-        double total = 0, squares = 0;
+        double total = 0, squares = 0;  // of gms - 1: gms is at most 1, and 1 where the gradients agree
+        row.resize(px.width);
         for (int64_t i = 0; i < px.height; ++i) {
           for (int64_t j = 0; j < px.width; ++j) {
-            const T gms = similarity(prewitt_magnitude<T>(px, i, j), prewitt_magnitude<T>(py, i, j), T(t), T(alpha));
-            total += double(gms), squares += double(gms) * double(gms);
+            row[j] = similarity(prewitt_magnitude<T>(px, i, j), prewitt_magnitude<T>(py, i, j), T(t), T(alpha));
           }
+          shifted_sums(row.data(), px.width, 1.0, total, squares);
         }
         const double count = double(px.height * px.width), mean = total / count;
         out[k * num_scales + level] = T(std::sqrt(std::max(0.0, squares / count - mean * mean)));
@@ -230,20 +254,24 @@ void mdsi_cpu(const Pair<T>& pair, double scale, int pool, const MdsiParams& par
     for (int64_t k = begin; k < end; ++k) {
       load(pair.image_x(k), mixes, 3, pooling, T(scale), h, w, planes);
       load(pair.image_y(k), mixes, 3, pooling, T(scale), h, w, planes + 3);
-      double mean_re = 0, mean_im = 0;
       for (int64_t i = 0; i < h; ++i) {
+        T* re = map.data() + i * w;
+        T* im = re + h * w;
         for (int64_t j = 0; j < w; ++j) {
-          T* z = map.data() + 2 * (i * w + j);
           mdsi_pixel<T>(planes[0], planes[3], planes[1](i, j), planes[2](i, j), planes[4](i, j), planes[5](i, j),
-                        terms, i, j, z[0], z[1]);
-          mean_re += double(z[0]), mean_im += double(z[1]);
+                        terms, i, j, re[j], im[j]);
         }
       }
+      // The mean of gcs^q, shifted by 1 + 0i where it sits for similar images: the
+      // deviations from it can be far smaller than a rounding error of 1.
+      double sum_re = 0, sum_im = 0, unused = 0;
+      shifted_sums(map.data(), h * w, 1.0, sum_re, unused);
+      shifted_sums(map.data() + h * w, h * w, 0.0, sum_im, unused);
       const double count = double(h * w);
-      const T m_re = T(mean_re / count), m_im = T(mean_im / count);
+      const T m_re = T(1.0 + sum_re / count), m_im = T(sum_im / count);
       double total = 0;
       for (int64_t p = 0; p < h * w; ++p) {
-        const T d_re = map[2 * p] - m_re, d_im = map[2 * p + 1] - m_im;
+        const T d_re = map[p] - m_re, d_im = map[h * w + p] - m_im;
         const T deviation = sqrt(d_re * d_re + d_im * d_im);
         total += double(rho == 1.0 ? deviation : pow(deviation, T(rho)));
       }

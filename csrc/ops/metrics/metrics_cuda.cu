@@ -226,7 +226,8 @@ struct GmsMap {
     const int64_t i = p / x.width, j = p % x.width;
     const T gms = similarity(prewitt_magnitude<T>(view(x, item), i, j), prewitt_magnitude<T>(view(y, item), i, j), t,
                              alpha);
-    acc[0] += double(gms), acc[1] += double(gms) * double(gms);
+    const double d = double(gms) - 1.0;  // shifted: gms sits near 1, so the variance does not cancel
+    acc[0] += d, acc[1] += d * d;
   }
 };
 
@@ -252,7 +253,16 @@ struct MdsiMap {
     mdsi_pixel<T>(view(x, 3 * k), view(y, 3 * k), x.plane(3 * k + 1)[p], x.plane(3 * k + 2)[p], y.plane(3 * k + 1)[p],
                   y.plane(3 * k + 2)[p], params, i, j, re, im);
     map[2 * (k * x.size() + p)] = re, map[2 * (k * x.size() + p) + 1] = im;
-    acc[0] += double(re), acc[1] += double(im);
+    acc[0] += double(re) - 1.0, acc[1] += double(im);  // shifted by 1 + 0i, as the CPU
+  }
+};
+
+template <typename T>
+struct MdsiMean {
+  T* means;
+  double count;
+  MF_HD void operator()(int64_t item, const double (&sums)[2]) const {
+    means[2 * item] = T(1.0 + sums[0] / count), means[2 * item + 1] = T(sums[1] / count);
   }
 };
 
@@ -362,7 +372,7 @@ void mdsi_cuda(const Pair<T>& pair, double scale, int pool, const MdsiParams& pa
   c10::DataPtr means = device_buffer(pair.n * 2 * sizeof(T));
   T* map_data = static_cast<T*>(map.get());
   T* mean_data = static_cast<T*>(means.get());
-  reduce<2>(pair.n, h * w, MdsiMap<T>{planes.x, planes.y, MdsiTerms<T>::of(params), map_data}, WriteMeans<T, 2>{mean_data, double(h * w)});
+  reduce<2>(pair.n, h * w, MdsiMap<T>{planes.x, planes.y, MdsiTerms<T>::of(params), map_data}, MdsiMean<T>{mean_data, double(h * w)});
   reduce<1>(pair.n, h * w, MdsiDeviation<T>{map_data, mean_data, h * w, T(rho)}, WriteMeans<T, 1>{out, double(h * w)});
 }
 
