@@ -58,6 +58,8 @@ struct Mix {
     return {{T(row[0]), T(row[1]), T(row[2])}};
   }
   static Mix<T> grey() { return {{T(1), T(0), T(0)}}; }
+  // The luma of GMSD and HaarPSI: Y of YIQ for RGB, the grey channel itself otherwise.
+  static Mix<T> luma(int64_t channels) { return channels == 3 ? of(kYiq[0], 3) : grey(); }
 };
 
 // Channel mix (weights[c] for each source channel; for grey one weight), pooled, scaled.
@@ -80,6 +82,13 @@ MF_HD T load_pixel(const Image<T>& image, const T* weights, Pooling pooling, T s
     }
   }
   return sum / T(pooling.pool * pooling.pool) * scale;
+}
+
+// The mean of the 2x2 block whose top-left pixel is (i, j): piq's 2x2 average pool
+// (halving) and HaarPSI's stride-1 chroma mean.
+template <typename T, typename Get>
+MF_HD T block_mean2(const Get& get, int64_t i, int64_t j) {
+  return (get(i, j) + get(i, j + 1) + get(i + 1, j) + get(i + 1, j + 1)) / T(4);
 }
 
 // (2ab - alpha ab + c) / (a^2 + b^2 - alpha ab + c): piq's similarity_map.
@@ -234,9 +243,7 @@ MF_HD T haarpsi_pixel(const Box& box_x, const Box& box_y, const HaarParams& p, i
 template <typename T, typename Get>
 MF_HD T haarpsi_chroma_similarity(const Get& ix, const Get& qx, const Get& iy, const Get& qy, double c, int64_t i,
                                   int64_t j) {
-  auto mean4 = [&](const Get& g) {
-    return fabs((g(i, j) + g(i, j + 1) + g(i + 1, j) + g(i + 1, j + 1)) / T(4));
-  };
+  auto mean4 = [&](const Get& g) { return fabs(block_mean2<T>(g, i, j)); };
   return (similarity(mean4(ix), mean4(iy), T(c)) + similarity(mean4(qx), mean4(qy), T(c))) / T(2);
 }
 

@@ -78,8 +78,7 @@ void halve(const Plane<T>& source, Plane<T>& out) {
   for (int64_t i = 0; i < h; ++i) {
     for (int64_t j = 0; j < w; ++j) {
       // reads past the source's last row/column land in its zero margin
-      out.row(i)[j] = (source(2 * i, 2 * j) + source(2 * i, 2 * j + 1) + source(2 * i + 1, 2 * j) +
-                       source(2 * i + 1, 2 * j + 1)) / T(4);
+      out.row(i)[j] = block_mean2<T>(source, 2 * i, 2 * j);
     }
   }
 }
@@ -92,11 +91,6 @@ void weighted_product(T* __restrict out, const T* __restrict a, const T* __restr
   } else {
     for (int64_t j = 0; j < n; ++j) out[j] += g * a[j];
   }
-}
-
-template <typename T>
-Mix<T> luma(int64_t channels) {
-  return channels == 3 ? Mix<T>::of(kYiq[0], 3) : Mix<T>::grey();
 }
 
 template <typename T>
@@ -218,7 +212,7 @@ void gmsd_cpu(const Pair<T>& pair, double scale, bool pool_first, int num_scales
     Plane<T> px, py, next;
     std::vector<T> row;
     for (int64_t k = begin; k < end; ++k) {
-      const Mix<T> mix = luma<T>(pair.channels);
+      const Mix<T> mix = Mix<T>::luma(pair.channels);
       load(pair.image_x(k), &mix, 1, pooling, T(scale), h, w, &px);
       load(pair.image_y(k), &mix, 1, pooling, T(scale), h, w, &py);
       for (int level = 0; level < num_scales; ++level) {
@@ -318,7 +312,7 @@ void haarpsi_cpu(const Pair<T>& pair, double scale, bool subsample, const HaarPa
   const Pooling pooling{subsample ? 2 : 1, 0};
   const int64_t h = subsample ? halved(H, H, W) : H, w = subsample ? halved(W, H, W) : W;
   const bool colour = pair.channels == 3;
-  const Mix<T> mixes[3] = {luma<T>(pair.channels), Mix<T>::of(kYiq[1], 3), Mix<T>::of(kYiq[2], 3)};
+  const Mix<T> mixes[3] = {Mix<T>::luma(pair.channels), Mix<T>::of(kYiq[1], 3), Mix<T>::of(kYiq[2], 3)};
   at::parallel_for(0, pair.n, 1, [&](int64_t begin, int64_t end) {
     Plane<T> yiq[6];
     IntegralImage box_x, box_y;

@@ -68,9 +68,7 @@ template <typename T>
 __global__ void halve_kernel(Planes<T> in, Planes<T> out, int64_t items) {
   MF_GRID_STRIDE(index, items * out.size()) {
     const int64_t item = index / out.size(), p = index % out.size(), i = p / out.width, j = p % out.width;
-    const PlaneView<T> src = view(in, item);
-    out.data[index] = (src(2 * i, 2 * j) + src(2 * i, 2 * j + 1) + src(2 * i + 1, 2 * j) +
-                       src(2 * i + 1, 2 * j + 1)) / T(4);
+    out.data[index] = block_mean2<T>(view(in, item), 2 * i, 2 * j);
   }
 }
 
@@ -143,11 +141,6 @@ PlaneBuffers<T> load(const Pair<T>& pair, const LoadSpec<T>& spec, int64_t heigh
       pair, spec, buffers.x, buffers.y);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return buffers;
-}
-
-template <typename T>
-Mix<T> luma(int64_t channels) {
-  return channels == 3 ? Mix<T>::of(kYiq[0], 3) : Mix<T>::grey();
 }
 
 // --- functors (device code cannot take host lambdas without extended-lambda flags) ---------
@@ -342,7 +335,7 @@ template <typename T>
 void gmsd_cuda(const Pair<T>& pair, double scale, bool pool_first, int num_scales, double t, double alpha, T* out) {
   const int64_t H = pair.height, W = pair.width;
   const int64_t h = pool_first ? halved(H, H, W) : H, w = pool_first ? halved(W, H, W) : W;
-  LoadSpec<T> spec{{luma<T>(pair.channels)}, 1, false, Pooling{pool_first ? 2 : 1, 0}, T(scale)};
+  LoadSpec<T> spec{{Mix<T>::luma(pair.channels)}, 1, false, Pooling{pool_first ? 2 : 1, 0}, T(scale)};
   PlaneBuffers<T> level = load(pair, spec, h, w);
   for (int s = 0; s < num_scales; ++s) {
     if (s > 0) {
@@ -381,7 +374,7 @@ void haarpsi_cuda(const Pair<T>& pair, double scale, bool subsample, const HaarP
   const int64_t H = pair.height, W = pair.width;
   const int64_t h = subsample ? halved(H, H, W) : H, w = subsample ? halved(W, H, W) : W;
   const Pooling pooling{subsample ? 2 : 1, 0};
-  PlaneBuffers<T> luma_planes = load(pair, LoadSpec<T>{{luma<T>(pair.channels)}, 1, false, pooling, T(scale)}, h, w);
+  PlaneBuffers<T> luma_planes = load(pair, LoadSpec<T>{{Mix<T>::luma(pair.channels)}, 1, false, pooling, T(scale)}, h, w);
   const bool colour = pair.channels == 3;
   PlaneBuffers<T> chroma = colour ? load(pair, LoadSpec<T>{{Mix<T>::of(kYiq[1], 3), Mix<T>::of(kYiq[2], 3)}, 2, false,
                                                            pooling, T(scale)}, h, w)
