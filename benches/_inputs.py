@@ -1,6 +1,7 @@
 """Seeded inputs and helpers shared by the benches (a module, not a conftest, so it
 cannot collide with tests/conftest.py)."""
 
+import random
 import time
 from pathlib import Path
 
@@ -40,23 +41,37 @@ def bench(benchmark, group, entry, fn):
 
 
 def bench_interleaved(benchmark, group, entries: dict, rounds=30, warmup=3):
-    """Times several entries round-robin, one call each per round, so that drift in the
-    machine's speed (seen here: +-20% over tens of seconds on a shared 2-core VM) hits them
-    alike; timed one after another, differences of a few percent are noise. Every entry's
-    median and quartiles go into extra_info["interleaved"] (report.py reads them), and
-    pytest-benchmark also times the first entry on its own."""
+    """Times several entries round-robin, one call each per round in a shuffled (seeded)
+    order, so that drift in the machine's speed (seen here: +-20% over tens of seconds on a
+    shared 2-core VM) and whatever the previous call left in the caches hit them alike;
+    timed one after another, differences of a few percent are noise. Every entry's median
+    and quartiles go into extra_info["interleaved"] (report.py reads them); with an entry
+    named "none" (the work without the feature), also each entry's paired overhead: the
+    median over rounds of its time / none's time in the same round, minus 1, which cancels
+    drift that the ratio of medians keeps. pytest-benchmark also times the first entry on
+    its own."""
+    order = list(entries)
+    shuffle = random.Random(0).shuffle
     times = {name: [] for name in entries}
     for round_ in range(warmup + rounds):
-        for name, fn in entries.items():
+        shuffle(order)
+        for name in order:
             start = time.perf_counter()
-            fn()
+            entries[name]()
             if round_ >= warmup:
                 times[name].append(time.perf_counter() - start)
     benchmark.group = group
     benchmark.extra_info["entry"] = next(iter(entries))
-    benchmark.extra_info["interleaved"] = {
-        name: {"median": float(np.median(t)), "q1": float(np.percentile(t, 25)), "q3": float(np.percentile(t, 75)),
-               "rounds": len(t)} for name, t in times.items()}
+    summary = {}
+    for name, t in times.items():
+        summary[name] = {"median": float(np.median(t)), "q1": float(np.percentile(t, 25)),
+                         "q3": float(np.percentile(t, 75)), "rounds": len(t)}
+        if "none" in times and name != "none":
+            ratios = np.asarray(t) / np.asarray(times["none"]) - 1
+            summary[name]["paired_overhead"] = {"median": float(np.median(ratios)),
+                                                "q1": float(np.percentile(ratios, 25)),
+                                                "q3": float(np.percentile(ratios, 75))}
+    benchmark.extra_info["interleaved"] = summary
     benchmark.pedantic(next(iter(entries.values())), rounds=3, iterations=1)
 
 

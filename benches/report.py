@@ -32,7 +32,8 @@ def expand_interleaved(bench: dict) -> list[dict]:
     if not interleaved:
         return [bench]
     return [{"name": bench["name"], "group": bench["group"], "extra_info": {"entry": entry},
-             "stats": {"median": stats["median"]}} for entry, stats in interleaved.items()]
+             "stats": {"median": stats["median"]}, "paired_overhead": stats.get("paired_overhead")}
+            for entry, stats in interleaved.items()]
 
 
 def machine_line(data: dict) -> str:
@@ -68,8 +69,12 @@ def table(paths: list[Path]) -> str:
                 peer = entry_name(bench)
                 if baseline is not None and bench is not baseline:
                     overhead = bench["stats"]["median"] / baseline["stats"]["median"] - 1
+                    paired = bench.get("paired_overhead")
+                    paired_text = (f"{paired['median'] * 100:+.1f}% ({paired['q1'] * 100:+.1f} to "
+                                   f"{paired['q3'] * 100:+.1f})" if paired else "-")
                     overheads.append(f"| {group} | {peer} | {bench['stats']['median'] * 1e3:.2f} | "
-                                     f"{baseline['stats']['median'] * 1e3:.2f} | {overhead * 100:+.1f}% |")
+                                     f"{baseline['stats']['median'] * 1e3:.2f} | {overhead * 100:+.1f}% | "
+                                     f"{paired_text} |")
                 if peer in ours or peer == "none":
                     continue
                 match = next((name for name in ours if name != "medgan_fast" and peer.endswith(name[len("medgan_fast"):])),
@@ -77,9 +82,10 @@ def table(paths: list[Path]) -> str:
                 ours_ms, peer_ms = ours[match]["stats"]["median"] * 1e3, bench["stats"]["median"] * 1e3
                 lines.append(f"| {group} | {match} | {ours_ms:.2f} | {peer} | {peer_ms:.2f} | {peer_ms / ours_ms:.1f}x |")
         if overheads:
-            lines += ["", "Overheads against the same work without the feature (\"none\"):", "",
-                      "| benchmark | implementation | median (ms) | none (ms) | overhead |", "|---|---|---:|---:|---:|",
-                      *overheads]
+            lines += ["", "Overheads against the same work without the feature (\"none\"): of the medians, and "
+                      "paired (per round, time / none's time; median and quartiles):", "",
+                      "| benchmark | implementation | median (ms) | none (ms) | overhead | paired overhead |",
+                      "|---|---|---:|---:|---:|---:|", *overheads]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

@@ -11,8 +11,10 @@ training mode, sigma = u^T W v, gradients through W only, 1-D weights normalised
   its weight (W / sigma is formed). Both give the same result; scaling a large output
   costs several passes over activations (forward and backward), forming W / sigma several
   passes over the weight, so late layers of a discriminator (small outputs, large weights)
-  scale outputs and early ones (large outputs, small weights) scale weights.
-  ``module.weight`` returns W / sigma for code that reads it.
+  scale outputs and early ones (large outputs, small weights) scale weights. Their
+  backward adds sigma's rank-1 share of the weight gradient in place into the layer's own
+  weight gradient. Under autocast, with string padding or unbatched input, the module's
+  own forward runs with W / sigma. ``module.weight`` returns W / sigma for code that reads it.
 - :func:`fuse_spectral_norm` makes one model's spectral-norm layers share a single
   multi-weight power-iteration call per forward (medgan_fast.ops.power_iteration_)
   instead of a chain of small kernels per layer.
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..ops.spectral_norm import _power_iteration, attach_sigma, power_iteration_
+from ..ops.spectral_norm import _power_iteration, attach_sigma, power_iteration_, weight_layout
 
 __all__ = ["SpectralNorm", "fuse_spectral_norm", "spectral_norm"]
 
@@ -101,19 +103,132 @@ def _our_spectral_norm(module: nn.Module) -> SpectralNorm | None:
     return sn if isinstance(sn, SpectralNorm) and chain.original.ndim >= 2 else None
 
 
-def _output_without_bias(module: nn.Module, input: torch.Tensor, weight: torch.Tensor, output_size=None):
+def _layer(arguments: tuple, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A Linear (`arguments` empty) or convolution (aten.convolution's arguments after
+    input, weight and bias)."""
+    if not arguments:
+        return F.linear(input, weight, bias)
+    return torch.ops.aten.convolution(input, weight, bias, *arguments)
+
+
+def _layer_backward(arguments: tuple, grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, needs):
+    """(grad_input, grad_weight, grad_bias) of :func:`_layer`, None where `needs` says so."""
+    if arguments:
+        bias_sizes = [grad.shape[1]] if needs[2] else None
+        grads = torch.ops.aten.convolution_backward(grad, input, weight, bias_sizes, *arguments, list(needs))
+        return tuple(g if need else None for g, need in zip(grads, needs))
+    rows = grad.reshape(-1, grad.shape[-1])
+    return (grad.matmul(weight) if needs[0] else None,
+            rows.t().mm(input.reshape(-1, input.shape[-1])) if needs[1] else None,
+            rows.sum(0) if needs[2] else None)
+
+
+def _channels(bias: torch.Tensor, arguments: tuple, ndim: int) -> torch.Tensor:
+    """The bias shaped to broadcast along the output's channels."""
+    return bias.view(-1, *([1] * (ndim - 2))) if arguments else bias
+
+
+def _add_rank_one_(grad_weight: torch.Tensor, coefficient: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                   layout: tuple[int, int, int]) -> None:
+    """grad_weight += coefficient u v^T in place, the matrix read as weight_layout's (P, h, Q)."""
+    p, h, q = layout
+    scaled_u = u * coefficient  # a tensor coefficient: no device sync
+    if p == 1:
+        grad_weight.view(h, q).addr_(scaled_u, v)
+    else:
+        grad_weight.view(p, h, q).baddbmm_(scaled_u.view(1, h, 1).expand(p, h, 1), v.view(p, 1, q))
+
+
+class _SpectralNormLayer(torch.autograd.Function):
+    """A spectrally normalised Linear or convolution, bias included:
+    ``layer(x, W / sigma) + b`` (weight scaled) or ``layer(x, W) / sigma + b`` (output
+    scaled), with sigma = u^T W v and u, v held constant (the forward's power iteration).
+
+    Why not plain autograd: it writes sigma's share of the weight gradient, the rank-1
+    term c u v^T, into a new weight-sized tensor and then adds it to the layer's weight
+    gradient, two more passes over memory (most of the spectral norm's cost in a DCGAN
+    discriminator step on CPU, measured). Here the rank-1 term is added in place into the
+    gradient the layer's backward returns. c comes from the layer being linear in W:
+    sum(g * layer(x, W)) = <grad_W, W>, so the output-scaled path keeps layer(x, W) (the
+    smaller tensor in that path) and the weight-scaled path W / sigma.
+
+    Double backward (gradient penalties) recomputes the plain formula.
+    """
+
+    @staticmethod
+    def forward(ctx, input, arguments, weight, bias, sigma, u, v, dim, scale_weight):
+        ctx.arguments, ctx.scale_weight, ctx.dim = arguments, scale_weight, dim
+        reciprocal = sigma.reciprocal()
+        if scale_weight:
+            kept = weight * reciprocal
+            out = _layer(arguments, input, kept, bias)
+        else:
+            kept = _layer(arguments, input, weight, None)
+            out = kept * reciprocal if bias is None else torch.addcmul(_channels(bias, arguments, kept.ndim), kept,
+                                                                        reciprocal)
+        ctx.save_for_backward(input, weight, bias, sigma, u, v, kept)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        input, weight, bias, sigma, u, v, kept = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiate the plain formula
+            return _SpectralNormLayer._plain_backward(ctx, grad, input, weight, bias, sigma, u, v)
+        needs = (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:4])
+        reciprocal = sigma.reciprocal()
+        if ctx.scale_weight:
+            grad_input, grad_weight, grad_bias = _layer_backward(ctx.arguments, grad, input, kept, needs)
+            if grad_weight is not None:
+                # grad_W = (G - <G, W / sigma> u v^T) / sigma, G the gradient of W / sigma
+                coefficient = -torch.vdot(grad_weight.reshape(-1), kept.reshape(-1)) * reciprocal
+                grad_weight.mul_(reciprocal)
+        else:
+            scaled = grad * reciprocal
+            grad_input, grad_weight, _ = _layer_backward(ctx.arguments, scaled, input, weight, (*needs[:2], False))
+            grad_bias = None
+            if needs[2]:
+                grad_bias = grad.sum([d for d in range(grad.ndim) if d != 1]) if ctx.arguments else \
+                    grad.reshape(-1, grad.shape[-1]).sum(0)
+            if grad_weight is not None:
+                # grad_W = G + (d loss / d sigma) u v^T, d loss / d sigma = -sum(g * layer(x, W)) / sigma^2
+                coefficient = -torch.vdot(scaled.reshape(-1), kept.reshape(-1)) * reciprocal
+        if grad_weight is not None:
+            grad_weight = grad_weight.contiguous()
+            _add_rank_one_(grad_weight, coefficient, u, v, weight_layout(weight.shape, ctx.dim))
+        return grad_input, None, grad_weight, grad_bias, None, None, None, None, None
+
+    @staticmethod
+    def _plain_backward(ctx, grad, input, weight, bias, sigma, u, v):
+        needs = (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:4])
+        inputs = [x for x, need in zip((input, weight, bias), needs) if need]
+        out = _layer(ctx.arguments, input, weight / attach_sigma(weight, sigma, u, v, ctx.dim), bias)
+        grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True))
+        grad_input, grad_weight, grad_bias = (next(grads) if need else None for need in needs)
+        return grad_input, None, grad_weight, grad_bias, None, None, None, None, None
+
+
+def _fused_layer_call(module: nn.Module, weight: torch.Tensor, input: torch.Tensor, output_size=None):
+    """(input, arguments) for :class:`_SpectralNormLayer`, reflection/replication/circular
+    padding applied to the input; None for what the module's own forward (with W / sigma)
+    handles instead: autocast, string padding, unbatched input."""
+    if torch.is_autocast_enabled(input.device.type):
+        return None
     if isinstance(module, nn.Linear):
-        return F.linear(input, weight)
-    if isinstance(module, CONVOLUTIONS):
-        return module._conv_forward(input, weight, None)
-    if module.padding_mode != "zeros":
-        raise ValueError(f"Only 'zeros' padding mode is supported for {type(module).__name__}")
+        return input, ()
     spatial = weight.ndim - 2
-    output_padding = module._output_padding(input, output_size, module.stride, module.padding, module.kernel_size,
-                                            spatial, module.dilation)
-    transpose = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[spatial - 1]
-    return transpose(input, weight, None, module.stride, module.padding, output_padding, module.groups,
-                     module.dilation)
+    if isinstance(module.padding, str) or input.ndim != spatial + 2:
+        return None
+    if isinstance(module, TRANSPOSED):
+        if module.padding_mode != "zeros":
+            return None  # the module's forward raises torch's error
+        output_padding = module._output_padding(input, output_size, module.stride, module.padding,
+                                                module.kernel_size, spatial, module.dilation)
+        return input, (module.stride, module.padding, module.dilation, True, output_padding, module.groups)
+    padding = module.padding
+    if module.padding_mode != "zeros":
+        input = F.pad(input, module._reversed_padding_repeated_twice, mode=module.padding_mode)
+        padding = (0,) * spatial
+    return input, (module.stride, padding, module.dilation, False, (0,) * spatial, module.groups)
 
 
 def _estimated_output_numel(module: nn.Module, input: torch.Tensor) -> float:
@@ -127,24 +242,22 @@ def _estimated_output_numel(module: nn.Module, input: torch.Tensor) -> float:
     return input.numel() * ratio
 
 
+def _scales_weight(module: nn.Module, input: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether to scale the weight (large outputs) rather than the output by 1 / sigma."""
+    return _estimated_output_numel(module, input) >= weight.numel()
+
+
 def _scaled_forward(self, input, *args, **kwargs):
     """forward of a spectrally normalised Linear/Conv/ConvTranspose: scales the smaller of
     the output and the weight by 1 / sigma."""
     sn = _our_spectral_norm(self)
-    if sn is None:  # other or stacked parametrizations, or removed: the layer's own forward
+    weight = self.parametrizations.weight.original if sn is not None else None
+    call = None if sn is None else _fused_layer_call(self, weight, input, *args, **kwargs)
+    if call is None:  # other or stacked parametrizations, removed, or left to the module: W / sigma
         return self._medgan_fast_base.forward(self, input, *args, **kwargs)
-    weight = self.parametrizations.weight.original
-    sigma = sn.sigma(weight)
-    scale_weight = _estimated_output_numel(self, input) >= weight.numel()
-    out = _output_without_bias(self, input, weight * sigma.reciprocal() if scale_weight else weight, *args, **kwargs)
-    if self.bias is None:
-        return out if scale_weight else out / sigma
-    # (C, 1, ...) broadcasts over batched and unbatched outputs alike; out's dtype, as
-    # autocast gives the layer's own bias.
-    bias = self.bias.to(out.dtype)
-    if not isinstance(self, nn.Linear):
-        bias = bias.view(-1, *([1] * (weight.ndim - 2)))
-    return out + bias if scale_weight else torch.addcmul(bias, out, sigma.reciprocal().to(out.dtype))
+    scale_weight = _scales_weight(self, input, weight)
+    sigma, u, v = sn._iterate(weight)
+    return _SpectralNormLayer.apply(*call, weight, self.bias, sigma, u, v, sn.dim, scale_weight)
 
 
 _SCALED_CLASSES: dict[type, type] = {}

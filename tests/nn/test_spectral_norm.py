@@ -6,7 +6,7 @@ discriminator sees: outputs of a real and a fake batch, the sigma each forward u
 gradients of one backward through both, and the u/v buffers (SGD, lr 1e-3).
 
 Our layers scale either the output or the weight by 1/sigma; ``path`` tests force each one
-(monkeypatching the size estimate) and a spy on ``_output_without_bias`` checks which ran.
+(monkeypatching the size estimate) and a spy on ``_scales_weight`` records which ran.
 
 Run as a script (``python tests/nn/test_spectral_norm.py --ddp OUT``), this file is the DDP
 worker of :func:`test_ddp_two_processes_match_torch`.
@@ -203,22 +203,24 @@ class Spy:
 def spy(monkeypatch) -> Spy:
     """Records which scaling path each layer took, the sigma it used, and the power iterations."""
     record = Spy()
-    attach, output, power = sn_module.attach_sigma, sn_module._output_without_bias, sn_module._power_iteration
+    iterate, scales_weight, power = SpectralNorm._iterate, sn_module._scales_weight, sn_module._power_iteration
 
-    def attach_spy(weight, sigma, u, v, dim):
+    def iterate_spy(self, weight):
+        sigma, u, v = iterate(self, weight)
         record.sigmas.append(sigma.detach().clone())
-        return attach(weight, sigma, u, v, dim)
+        return sigma, u, v
 
-    def output_spy(module, input, weight, *args, **kwargs):
-        record.paths.append("output" if weight is module.parametrizations.weight.original else "weight")
-        return output(module, input, weight, *args, **kwargs)
+    def scales_weight_spy(module, input, weight):
+        chosen = scales_weight(module, input, weight)
+        record.paths.append("weight" if chosen else "output")
+        return chosen
 
     def power_spy(weights, *args, **kwargs):
         record.calls.append(len(weights))
         return power(weights, *args, **kwargs)
 
-    monkeypatch.setattr(sn_module, "attach_sigma", attach_spy)
-    monkeypatch.setattr(sn_module, "_output_without_bias", output_spy)
+    monkeypatch.setattr(SpectralNorm, "_iterate", iterate_spy)
+    monkeypatch.setattr(sn_module, "_scales_weight", scales_weight_spy)
     monkeypatch.setattr(sn_module, "_power_iteration", power_spy)  # what forwards call
     return record
 
@@ -309,6 +311,27 @@ def test_custom_eps(device, monkeypatch, spy, path, clamped):
         batches = make_batches(small if path == "output" else large, 3, torch.float32, device)
         train_and_compare(ours, theirs, batches, f"{layer} eps={eps}")
     assert set(spy.paths) == {path}
+
+
+@pytest.mark.parametrize("path", ["output", "weight"])
+@pytest.mark.parametrize("layer", ["linear", "conv2d", "conv2d_groups_reflect", "conv_transpose2d"])
+def test_gradient_penalty_matches_torch(device, monkeypatch, spy, layer, path):
+    """Double backward (an R1 / WGAN-GP penalty, ||d D(x) / d x||^2, differentiated again):
+    input and weight gradients equal torch's."""
+    factory, kwargs, small, large = LAYERS[layer]
+    force_path(monkeypatch, path)
+    ours, theirs = make_pair(factory, torch.float64, device, **kwargs)
+    x = torch.randn(small if path == "output" else large, dtype=torch.float64, device=device)
+    grads = []
+    for model in (ours, theirs):
+        real = x.clone().requires_grad_(True)
+        out = model(real)
+        (grad_real,) = torch.autograd.grad(out.square().sum(), real, create_graph=True)
+        penalty = grad_real.square().sum()
+        grads.append(torch.autograd.grad(penalty, [p for _, p in sorted(model.named_parameters())]))
+    assert spy.paths == [path]
+    for a, b in zip(*grads):
+        assert_rel_close(a, b, f"{layer} {path} penalty gradient")
 
 
 def test_conv_transpose_output_size(device, monkeypatch):

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/cpu_clones.h"
 #include "ops/spectral_norm/spectral_norm.h"
 
 namespace medgan_fast::spectral_norm {
@@ -14,7 +15,7 @@ namespace {
 // a . b with independent partial sums: a single running sum is a dependency chain the
 // compiler may not reorder (no -ffast-math), so it would not vectorise.
 template <typename T>
-T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+MF_CPU_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
   constexpr int kLanes = 16;
   T lanes[kLanes] = {};
   int64_t i = 0;
@@ -27,7 +28,7 @@ T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
 }
 
 template <typename T>
-void axpy(T* __restrict y, const T* __restrict x, T a, int64_t n) {
+MF_CPU_INLINE void axpy(T* __restrict y, const T* __restrict x, T a, int64_t n) {
   for (int64_t j = 0; j < n; ++j) y[j] += a * x[j];
 }
 
@@ -39,25 +40,37 @@ struct RowBlock {
   int64_t partial;  // offset of this block's partial s' (the layer's width) in the scratch
 };
 
-// One pass over W for all layers: each row is read once for t_r = W_r . v and, while it
-// is in cache, added into its block's partial s' += t_r W_r (s' = W^T t = sum_r t_r W_r).
-// Partials are summed in block order, so the result does not depend on scheduling.
+// One block of rows: each row is read once for t_r = W_r . v and, while it is in cache,
+// added into the block's partial s' += t_r W_r (s' = W^T t = sum_r t_r W_r).
+template <typename T>
+MF_CPU_INLINE void row_block(const Layer<T>& L, const RowBlock& block, T* partial, bool columns) {
+  if (columns) std::fill(partial, partial + L.width(), T(0));
+  for (int64_t r = block.begin; r < block.end; ++r) {
+    T t = 0;
+    for (int64_t p = 0; p < L.P; ++p) t += dot(L.weight + (p * L.h + r) * L.Q, L.v + p * L.Q, L.Q);
+    L.t[r] = t;
+    if (!columns) continue;
+    for (int64_t p = 0; p < L.P; ++p) axpy(partial + p * L.Q, L.weight + (p * L.h + r) * L.Q, t, L.Q);
+  }
+}
+
+// The loop above compiled for each CPU (common/cpu_clones.h), once per dtype.
+MF_CPU_CLONES void row_block_cloned(const Layer<float>& L, const RowBlock& block, float* partial, bool columns) {
+  row_block(L, block, partial, columns);
+}
+
+MF_CPU_CLONES void row_block_cloned(const Layer<double>& L, const RowBlock& block, double* partial, bool columns) {
+  row_block(L, block, partial, columns);
+}
+
+// One pass over W for all layers. Partials are summed in block order, so the result does
+// not depend on scheduling.
 template <typename T>
 void rows_and_columns_pass(Layer<T>* layers, int count, const std::vector<RowBlock>& blocks, T* partials,
                            bool columns) {
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t first, int64_t last) {
-    for (int64_t b = first; b < last; ++b) {
-      const Layer<T>& L = layers[blocks[b].layer];
-      T* partial = partials + blocks[b].partial;
-      if (columns) std::fill(partial, partial + L.width(), T(0));
-      for (int64_t r = blocks[b].begin; r < blocks[b].end; ++r) {
-        T t = 0;
-        for (int64_t p = 0; p < L.P; ++p) t += dot(L.weight + (p * L.h + r) * L.Q, L.v + p * L.Q, L.Q);
-        L.t[r] = t;
-        if (!columns) continue;
-        for (int64_t p = 0; p < L.P; ++p) axpy(partial + p * L.Q, L.weight + (p * L.h + r) * L.Q, t, L.Q);
-      }
-    }
+    for (int64_t b = first; b < last; ++b)
+      row_block_cloned(layers[blocks[b].layer], blocks[b], columns ? partials + blocks[b].partial : nullptr, columns);
   });
   if (!columns) return;
   at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
