@@ -1,15 +1,15 @@
 // MF_CPU_CLONES compiles a CPU hot loop twice, for x86-64-v3 (AVX2 and FMA: 8 floats per
 // instruction, fused multiply-add) and for the x86-64 baseline (SSE2: 4), and the loader
-// picks one by the CPU it runs on (GCC/Clang function multi-versioning). The build must
-// run on any x86-64, so -march=native is not an option, and the baseline alone leaves
-// half of a current CPU's vector width unused.
+// picks one by the CPU it runs on (GCC's function multi-versioning; elsewhere, one plain
+// build). The build must run on any x86-64, so -march=native is not an option, and the
+// baseline alone leaves half of a current CPU's vector width unused.
 //
-// Mark a non-template function; what it calls must be inlined into it (MF_CPU_INLINE) to
-// be compiled for the clone's target. Results may differ in the last bits between the
-// clones (FMA rounds once).
+// What a marked function calls must be inlined into it (MF_CPU_INLINE) to be compiled for
+// the clone's target. Results may differ in the last bits between the clones (FMA rounds
+// once).
 #pragma once
 
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__CUDACC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && !defined(__CUDACC__)
 #define MF_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define MF_CPU_CLONES

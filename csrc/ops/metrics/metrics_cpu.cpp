@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/cpu_clones.h"
 #include "ops/metrics/metrics.h"
 
 namespace medgan_fast::metrics {
@@ -32,7 +33,7 @@ struct Plane {
 // Loads `count` planes of one image in one pass: each output row pools the source rows of
 // every channel (sums over the pool x pool blocks, zero outside), then mixes the channels.
 template <typename T>
-void load(const Image<T>& image, const Mix<T>* mixes, int count, Pooling pooling, T scale, int64_t height,
+MF_CPU_INLINE void load(const Image<T>& image, const Mix<T>* mixes, int count, Pooling pooling, T scale, int64_t height,
           int64_t width, Plane<T>* planes) {
   const int64_t channels = image.channels, pool = pooling.pool;
   std::vector<T> pooled(channels * width);
@@ -71,7 +72,7 @@ void load(const Image<T>& image, const Mix<T>* mixes, int count, Pooling pooling
 
 // The next level of a 2x pyramid (zero padding after odd sizes, as piq).
 template <typename T>
-void halve(const Plane<T>& source, Plane<T>& out) {
+MF_CPU_INLINE void halve(const Plane<T>& source, Plane<T>& out) {
   const int64_t h = halved(source.height, source.height, source.width);
   const int64_t w = halved(source.width, source.height, source.width);
   out.resize(h, w);
@@ -85,7 +86,8 @@ void halve(const Plane<T>& source, Plane<T>& out) {
 
 // out += g * a (or g * a * b): one moment row of the vertical Gaussian pass.
 template <typename T>
-void weighted_product(T* __restrict out, const T* __restrict a, const T* __restrict b, T g, int64_t n, bool product) {
+MF_CPU_INLINE void weighted_product(T* __restrict out, const T* __restrict a, const T* __restrict b, T g, int64_t n,
+                                    bool product) {
   if (product) {
     for (int64_t j = 0; j < n; ++j) out[j] += g * a[j] * b[j];
   } else {
@@ -105,7 +107,7 @@ T sum(const std::vector<T>& values) {
 // vectorise). The shift is a value the data sit near (1 for similarities), so a variance
 // taken from these sums does not cancel when the spread is tiny.
 template <typename T>
-void shifted_sums(const T* __restrict v, int64_t n, double shift, double& total, double& squares) {
+MF_CPU_INLINE void shifted_sums(const T* __restrict v, int64_t n, double shift, double& total, double& squares) {
   constexpr int kLanes = 8;
   double lane_sum[kLanes] = {}, lane_squares[kLanes] = {};
   int64_t j = 0;
@@ -124,35 +126,96 @@ void shifted_sums(const T* __restrict v, int64_t n, double shift, double& total,
 
 }  // namespace
 
+namespace {
+
+// The images [begin, end) of squared_error_cpu, compiled for each CPU (common/cpu_clones.h).
+template <typename T>
+MF_CPU_CLONES void squared_error_images(const Pair<T>& pair, T s, bool mix, int64_t plane, T* out, int64_t begin,
+                                        int64_t end) {
+  for (int64_t k = begin; k < end; ++k) {
+    const T* x = pair.x + k * pair.channels * plane;
+    const T* y = pair.y + k * pair.channels * plane;
+    double total = 0;
+    if (mix) {
+      const T w0 = T(kYiq[0][0]), w1 = T(kYiq[0][1]), w2 = T(kYiq[0][2]);
+      for (int64_t p = 0; p < plane; ++p) {
+        const T d = (w0 * x[p] + w1 * x[plane + p] + w2 * x[2 * plane + p]) * s -
+                    (w0 * y[p] + w1 * y[plane + p] + w2 * y[2 * plane + p]) * s;
+        total += double(d * d);
+      }
+      out[k] = T(total / double(plane));
+    } else {
+      const int64_t count = pair.channels * plane;
+      for (int64_t p = 0; p < count; ++p) {
+        const T d = x[p] * s - y[p] * s;
+        total += double(d * d);
+      }
+      out[k] = T(total / double(count));
+    }
+  }
+}
+
+}  // namespace
+
 template <typename T>
 void squared_error_cpu(const Pair<T>& pair, double scale, bool greyscale, T* out) {
   const bool mix = greyscale && pair.channels == 3;
   const int64_t plane = pair.height * pair.width;
   const T s = T(scale);
   at::parallel_for(0, pair.n, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      const T* x = pair.x + k * pair.channels * plane;
-      const T* y = pair.y + k * pair.channels * plane;
-      double total = 0;
-      if (mix) {
-        const T w0 = T(kYiq[0][0]), w1 = T(kYiq[0][1]), w2 = T(kYiq[0][2]);
-        for (int64_t p = 0; p < plane; ++p) {
-          const T d = (w0 * x[p] + w1 * x[plane + p] + w2 * x[2 * plane + p]) * s -
-                      (w0 * y[p] + w1 * y[plane + p] + w2 * y[2 * plane + p]) * s;
-          total += double(d * d);
-        }
-        out[k] = T(total / double(plane));
-      } else {
-        const int64_t count = pair.channels * plane;
-        for (int64_t p = 0; p < count; ++p) {
-          const T d = x[p] * s - y[p] * s;
-          total += double(d * d);
-        }
-        out[k] = T(total / double(count));
-      }
-    }
+    squared_error_images(pair, s, mix, plane, out, begin, end);
   });
 }
+
+namespace {
+
+// The images [begin, end) of ssim_cpu, compiled for each CPU (common/cpu_clones.h).
+template <typename T>
+MF_CPU_CLONES void ssim_images(const Pair<T>& pair, const T* window, int size, double scale, int pool, double c1,
+                               double c2, int64_t h, int64_t w, int64_t out_h, int64_t out_w, int64_t plane, T* ssim,
+                               T* cs, int64_t begin, int64_t end) {
+  Plane<T> px, py;
+  std::vector<T> vertical(5 * w), moments(5 * out_w), ssim_row(out_w), cs_row(out_w);
+  for (int64_t task = begin; task < end; ++task) {
+    const Image<T> ix{pair.x + task * plane, 1, pair.height, pair.width};
+    const Image<T> iy{pair.y + task * plane, 1, pair.height, pair.width};
+    const Mix<T> grey = Mix<T>::grey();
+    load(ix, &grey, 1, Pooling{pool, 0}, T(scale), h, w, &px);
+    load(iy, &grey, 1, Pooling{pool, 0}, T(scale), h, w, &py);
+    double ssim_total = 0, cs_total = 0;
+    for (int64_t i = 0; i < out_h; ++i) {
+      T* v = vertical.data();
+      std::fill(vertical.begin(), vertical.end(), T(0));
+      for (int a = 0; a < size; ++a) {
+        const T g = window[a];
+        const T* rx = px.row(i + a);
+        const T* ry = py.row(i + a);
+        weighted_product(v, rx, rx, g, w, false), weighted_product(v + w, ry, ry, g, w, false);
+        weighted_product(v + 2 * w, rx, rx, g, w, true), weighted_product(v + 3 * w, ry, ry, g, w, true);
+        weighted_product(v + 4 * w, rx, ry, g, w, true);
+      }
+      std::fill(moments.begin(), moments.end(), T(0));
+      for (int m = 0; m < 5; ++m) {
+        T* __restrict out = moments.data() + m * out_w;
+        const T* __restrict in = vertical.data() + m * w;
+        for (int b = 0; b < size; ++b) {
+          const T g = window[b];
+          for (int64_t j = 0; j < out_w; ++j) out[j] += g * in[j + b];
+        }
+      }
+      const T* mo = moments.data();
+      for (int64_t j = 0; j < out_w; ++j) {
+        ssim_pixel(mo[j], mo[out_w + j], mo[2 * out_w + j], mo[3 * out_w + j], mo[4 * out_w + j], T(c1), T(c2),
+                   ssim_row[j], cs_row[j]);
+      }
+      ssim_total += double(sum(ssim_row)), cs_total += double(sum(cs_row));
+    }
+    const double count = double(out_h * out_w);
+    ssim[task] = T(ssim_total / count), cs[task] = T(cs_total / count);
+  }
+}
+
+}  // namespace
 
 template <typename T>
 void ssim_cpu(const Pair<T>& pair, const T* window, int size, double scale, int pool, double c1, double c2, T* ssim,
@@ -161,47 +224,42 @@ void ssim_cpu(const Pair<T>& pair, const T* window, int size, double scale, int 
   const int64_t out_h = h - size + 1, out_w = w - size + 1;
   const int64_t plane = pair.height * pair.width;
   at::parallel_for(0, pair.n * pair.channels, 1, [&](int64_t begin, int64_t end) {
-    Plane<T> px, py;
-    std::vector<T> vertical(5 * w), moments(5 * out_w), ssim_row(out_w), cs_row(out_w);
-    for (int64_t task = begin; task < end; ++task) {
-      const Image<T> ix{pair.x + task * plane, 1, pair.height, pair.width};
-      const Image<T> iy{pair.y + task * plane, 1, pair.height, pair.width};
-      const Mix<T> grey = Mix<T>::grey();
-      load(ix, &grey, 1, Pooling{pool, 0}, T(scale), h, w, &px);
-      load(iy, &grey, 1, Pooling{pool, 0}, T(scale), h, w, &py);
-      double ssim_total = 0, cs_total = 0;
-      for (int64_t i = 0; i < out_h; ++i) {
-        T* v = vertical.data();
-        std::fill(vertical.begin(), vertical.end(), T(0));
-        for (int a = 0; a < size; ++a) {
-          const T g = window[a];
-          const T* rx = px.row(i + a);
-          const T* ry = py.row(i + a);
-          weighted_product(v, rx, rx, g, w, false), weighted_product(v + w, ry, ry, g, w, false);
-          weighted_product(v + 2 * w, rx, rx, g, w, true), weighted_product(v + 3 * w, ry, ry, g, w, true);
-          weighted_product(v + 4 * w, rx, ry, g, w, true);
-        }
-        std::fill(moments.begin(), moments.end(), T(0));
-        for (int m = 0; m < 5; ++m) {
-          T* __restrict out = moments.data() + m * out_w;
-          const T* __restrict in = vertical.data() + m * w;
-          for (int b = 0; b < size; ++b) {
-            const T g = window[b];
-            for (int64_t j = 0; j < out_w; ++j) out[j] += g * in[j + b];
-          }
-        }
-        const T* mo = moments.data();
-        for (int64_t j = 0; j < out_w; ++j) {
-          ssim_pixel(mo[j], mo[out_w + j], mo[2 * out_w + j], mo[3 * out_w + j], mo[4 * out_w + j], T(c1), T(c2),
-                     ssim_row[j], cs_row[j]);
-        }
-        ssim_total += double(sum(ssim_row)), cs_total += double(sum(cs_row));
-      }
-      const double count = double(out_h * out_w);
-      ssim[task] = T(ssim_total / count), cs[task] = T(cs_total / count);
-    }
+    ssim_images(pair, window, size, scale, pool, c1, c2, h, w, out_h, out_w, plane, ssim, cs, begin, end);
   });
 }
+
+namespace {
+
+// The images [begin, end) of gmsd_cpu, compiled for each CPU (common/cpu_clones.h).
+template <typename T>
+MF_CPU_CLONES void gmsd_images(const Pair<T>& pair, double scale, const Pooling& pooling, int num_scales, double t,
+                               double alpha, int64_t h, int64_t w, T* out, int64_t begin, int64_t end) {
+  Plane<T> px, py, next;
+  std::vector<T> row;
+  for (int64_t k = begin; k < end; ++k) {
+    const Mix<T> mix = Mix<T>::luma(pair.channels);
+    load(pair.image_x(k), &mix, 1, pooling, T(scale), h, w, &px);
+    load(pair.image_y(k), &mix, 1, pooling, T(scale), h, w, &py);
+    for (int level = 0; level < num_scales; ++level) {
+      if (level > 0) {
+        halve(px, next), std::swap(px, next);
+        halve(py, next), std::swap(py, next);
+      }
+      double total = 0, squares = 0;  // of gms - 1: gms is at most 1, and 1 where the gradients agree
+      row.resize(px.width);
+      for (int64_t i = 0; i < px.height; ++i) {
+        for (int64_t j = 0; j < px.width; ++j) {
+          row[j] = similarity(prewitt_magnitude<T>(px, i, j), prewitt_magnitude<T>(py, i, j), T(t), T(alpha));
+        }
+        shifted_sums(row.data(), px.width, 1.0, total, squares);
+      }
+      const double count = double(px.height * px.width), mean = total / count;
+      out[k * num_scales + level] = T(std::sqrt(std::max(0.0, squares / count - mean * mean)));
+    }
+  }
+}
+
+}  // namespace
 
 template <typename T>
 void gmsd_cpu(const Pair<T>& pair, double scale, bool pool_first, int num_scales, double t, double alpha, T* out) {
@@ -209,31 +267,48 @@ void gmsd_cpu(const Pair<T>& pair, double scale, bool pool_first, int num_scales
   const Pooling pooling{pool_first ? 2 : 1, 0};
   const int64_t h = pool_first ? halved(H, H, W) : H, w = pool_first ? halved(W, H, W) : W;
   at::parallel_for(0, pair.n, 1, [&](int64_t begin, int64_t end) {
-    Plane<T> px, py, next;
-    std::vector<T> row;
-    for (int64_t k = begin; k < end; ++k) {
-      const Mix<T> mix = Mix<T>::luma(pair.channels);
-      load(pair.image_x(k), &mix, 1, pooling, T(scale), h, w, &px);
-      load(pair.image_y(k), &mix, 1, pooling, T(scale), h, w, &py);
-      for (int level = 0; level < num_scales; ++level) {
-        if (level > 0) {
-          halve(px, next), std::swap(px, next);
-          halve(py, next), std::swap(py, next);
-        }
-        double total = 0, squares = 0;  // of gms - 1: gms is at most 1, and 1 where the gradients agree
-        row.resize(px.width);
-        for (int64_t i = 0; i < px.height; ++i) {
-          for (int64_t j = 0; j < px.width; ++j) {
-            row[j] = similarity(prewitt_magnitude<T>(px, i, j), prewitt_magnitude<T>(py, i, j), T(t), T(alpha));
-          }
-          shifted_sums(row.data(), px.width, 1.0, total, squares);
-        }
-        const double count = double(px.height * px.width), mean = total / count;
-        out[k * num_scales + level] = T(std::sqrt(std::max(0.0, squares / count - mean * mean)));
-      }
-    }
+    gmsd_images(pair, scale, pooling, num_scales, t, alpha, h, w, out, begin, end);
   });
 }
+
+namespace {
+
+// The images [begin, end) of mdsi_cpu, compiled for each CPU (common/cpu_clones.h).
+template <typename T>
+MF_CPU_CLONES void mdsi_images(const Pair<T>& pair, double scale, const Pooling& pooling, const MdsiTerms<T>& terms,
+                               const Mix<T>* mixes, double rho, int64_t h, int64_t w, T* out, int64_t begin,
+                               int64_t end) {
+  Plane<T> planes[6];  // L, H, M of x, then of y
+  std::vector<T> map(2 * h * w);
+  for (int64_t k = begin; k < end; ++k) {
+    load(pair.image_x(k), mixes, 3, pooling, T(scale), h, w, planes);
+    load(pair.image_y(k), mixes, 3, pooling, T(scale), h, w, planes + 3);
+    for (int64_t i = 0; i < h; ++i) {
+      T* re = map.data() + i * w;
+      T* im = re + h * w;
+      for (int64_t j = 0; j < w; ++j) {
+        mdsi_pixel<T>(planes[0], planes[3], planes[1](i, j), planes[2](i, j), planes[4](i, j), planes[5](i, j),
+                      terms, i, j, re[j], im[j]);
+      }
+    }
+    // The mean of gcs^q, shifted by 1 + 0i where it sits for similar images: the
+    // deviations from it can be far smaller than a rounding error of 1.
+    double sum_re = 0, sum_im = 0, unused = 0;
+    shifted_sums(map.data(), h * w, 1.0, sum_re, unused);
+    shifted_sums(map.data() + h * w, h * w, 0.0, sum_im, unused);
+    const double count = double(h * w);
+    const T m_re = T(1.0 + sum_re / count), m_im = T(sum_im / count);
+    double total = 0;
+    for (int64_t p = 0; p < h * w; ++p) {
+      const T d_re = map[p] - m_re, d_im = map[h * w + p] - m_im;
+      const T deviation = sqrt(d_re * d_re + d_im * d_im);
+      total += double(rho == 1.0 ? deviation : pow(deviation, T(rho)));
+    }
+    out[k] = T(total / count);
+  }
+}
+
+}  // namespace
 
 template <typename T>
 void mdsi_cpu(const Pair<T>& pair, double scale, int pool, const MdsiParams& params, double rho, T* out) {
@@ -243,34 +318,7 @@ void mdsi_cpu(const Pair<T>& pair, double scale, int pool, const MdsiParams& par
   const Mix<T> mixes[3] = {Mix<T>::of(kLhm[0], pair.channels), Mix<T>::of(kLhm[1], pair.channels),
                            Mix<T>::of(kLhm[2], pair.channels)};
   at::parallel_for(0, pair.n, 1, [&](int64_t begin, int64_t end) {
-    Plane<T> planes[6];  // L, H, M of x, then of y
-    std::vector<T> map(2 * h * w);
-    for (int64_t k = begin; k < end; ++k) {
-      load(pair.image_x(k), mixes, 3, pooling, T(scale), h, w, planes);
-      load(pair.image_y(k), mixes, 3, pooling, T(scale), h, w, planes + 3);
-      for (int64_t i = 0; i < h; ++i) {
-        T* re = map.data() + i * w;
-        T* im = re + h * w;
-        for (int64_t j = 0; j < w; ++j) {
-          mdsi_pixel<T>(planes[0], planes[3], planes[1](i, j), planes[2](i, j), planes[4](i, j), planes[5](i, j),
-                        terms, i, j, re[j], im[j]);
-        }
-      }
-      // The mean of gcs^q, shifted by 1 + 0i where it sits for similar images: the
-      // deviations from it can be far smaller than a rounding error of 1.
-      double sum_re = 0, sum_im = 0, unused = 0;
-      shifted_sums(map.data(), h * w, 1.0, sum_re, unused);
-      shifted_sums(map.data() + h * w, h * w, 0.0, sum_im, unused);
-      const double count = double(h * w);
-      const T m_re = T(1.0 + sum_re / count), m_im = T(sum_im / count);
-      double total = 0;
-      for (int64_t p = 0; p < h * w; ++p) {
-        const T d_re = map[p] - m_re, d_im = map[h * w + p] - m_im;
-        const T deviation = sqrt(d_re * d_re + d_im * d_im);
-        total += double(rho == 1.0 ? deviation : pow(deviation, T(rho)));
-      }
-      out[k] = T(total / count);
-    }
+    mdsi_images(pair, scale, pooling, terms, mixes, rho, h, w, out, begin, end);
   });
 }
 
@@ -304,6 +352,38 @@ struct IntegralImage {
   }
 };
 
+// The images [begin, end) of haarpsi_cpu, compiled for each CPU (common/cpu_clones.h).
+template <typename T>
+MF_CPU_CLONES void haarpsi_images(const Pair<T>& pair, double scale, const Pooling& pooling, const HaarParams& params,
+                                  const Mix<T>* mixes, bool colour, int64_t h, int64_t w, T* out, int64_t begin,
+                                  int64_t end) {
+  Plane<T> yiq[6];
+  IntegralImage box_x, box_y;
+  for (int64_t k = begin; k < end; ++k) {
+    // Y, I, Q (or grey) of x, then of y
+    const int count = colour ? 3 : 1;
+    load(pair.image_x(k), mixes, count, pooling, T(scale), h, w, yiq);
+    load(pair.image_y(k), mixes, count, pooling, T(scale), h, w, yiq + 3);
+    const int64_t margin = int64_t(1) << (params.scales - 1);
+    box_x.build(yiq[0], margin), box_y.build(yiq[3], margin);
+    auto box = [](const IntegralImage& ii) {
+      return [&ii](int64_t r0, int64_t c0, int64_t r1, int64_t c1) { return T(ii(r0, c0, r1, c1)); };
+    };
+    const auto bx = box(box_x), by = box(box_y);
+    double weighted = 0, weights = 0;
+    for (int64_t i = 0; i < h; ++i) {
+      for (int64_t j = 0; j < w; ++j) {
+        const T weight = haarpsi_pixel<T>(bx, by, params, i, j, weighted, weights);
+        if (!colour) continue;
+        const T sim = haarpsi_chroma_similarity<T>(yiq[1], yiq[2], yiq[4], yiq[5], params.c, i, j);
+        weighted += double(sigmoid(sim * T(params.alpha)) * weight);
+        weights += double(weight);
+      }
+    }
+    out[2 * k] = T(weighted), out[2 * k + 1] = T(weights);
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -314,31 +394,7 @@ void haarpsi_cpu(const Pair<T>& pair, double scale, bool subsample, const HaarPa
   const bool colour = pair.channels == 3;
   const Mix<T> mixes[3] = {Mix<T>::luma(pair.channels), Mix<T>::of(kYiq[1], 3), Mix<T>::of(kYiq[2], 3)};
   at::parallel_for(0, pair.n, 1, [&](int64_t begin, int64_t end) {
-    Plane<T> yiq[6];
-    IntegralImage box_x, box_y;
-    for (int64_t k = begin; k < end; ++k) {
-      // Y, I, Q (or grey) of x, then of y
-      const int count = colour ? 3 : 1;
-      load(pair.image_x(k), mixes, count, pooling, T(scale), h, w, yiq);
-      load(pair.image_y(k), mixes, count, pooling, T(scale), h, w, yiq + 3);
-      const int64_t margin = int64_t(1) << (params.scales - 1);
-      box_x.build(yiq[0], margin), box_y.build(yiq[3], margin);
-      auto box = [](const IntegralImage& ii) {
-        return [&ii](int64_t r0, int64_t c0, int64_t r1, int64_t c1) { return T(ii(r0, c0, r1, c1)); };
-      };
-      const auto bx = box(box_x), by = box(box_y);
-      double weighted = 0, weights = 0;
-      for (int64_t i = 0; i < h; ++i) {
-        for (int64_t j = 0; j < w; ++j) {
-          const T weight = haarpsi_pixel<T>(bx, by, params, i, j, weighted, weights);
-          if (!colour) continue;
-          const T sim = haarpsi_chroma_similarity<T>(yiq[1], yiq[2], yiq[4], yiq[5], params.c, i, j);
-          weighted += double(sigmoid(sim * T(params.alpha)) * weight);
-          weights += double(weight);
-        }
-      }
-      out[2 * k] = T(weighted), out[2 * k + 1] = T(weights);
-    }
+    haarpsi_images(pair, scale, pooling, params, mixes, colour, h, w, out, begin, end);
   });
 }
 

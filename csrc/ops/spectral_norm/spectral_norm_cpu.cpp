@@ -40,10 +40,11 @@ struct RowBlock {
   int64_t partial;  // offset of this block's partial s' (the layer's width) in the scratch
 };
 
-// One block of rows: each row is read once for t_r = W_r . v and, while it is in cache,
-// added into the block's partial s' += t_r W_r (s' = W^T t = sum_r t_r W_r).
+// One block of rows, compiled for each CPU (common/cpu_clones.h): each row is read once
+// for t_r = W_r . v and, while it is in cache, added into the block's partial
+// s' += t_r W_r (s' = W^T t = sum_r t_r W_r).
 template <typename T>
-MF_CPU_INLINE void row_block(const Layer<T>& L, const RowBlock& block, T* partial, bool columns) {
+MF_CPU_CLONES void row_block(const Layer<T>& L, const RowBlock& block, T* partial, bool columns) {
   if (columns) std::fill(partial, partial + L.width(), T(0));
   for (int64_t r = block.begin; r < block.end; ++r) {
     T t = 0;
@@ -54,15 +55,6 @@ MF_CPU_INLINE void row_block(const Layer<T>& L, const RowBlock& block, T* partia
   }
 }
 
-// The loop above compiled for each CPU (common/cpu_clones.h), once per dtype.
-MF_CPU_CLONES void row_block_cloned(const Layer<float>& L, const RowBlock& block, float* partial, bool columns) {
-  row_block(L, block, partial, columns);
-}
-
-MF_CPU_CLONES void row_block_cloned(const Layer<double>& L, const RowBlock& block, double* partial, bool columns) {
-  row_block(L, block, partial, columns);
-}
-
 // One pass over W for all layers. Partials are summed in block order, so the result does
 // not depend on scheduling.
 template <typename T>
@@ -70,7 +62,7 @@ void rows_and_columns_pass(Layer<T>* layers, int count, const std::vector<RowBlo
                            bool columns) {
   at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t first, int64_t last) {
     for (int64_t b = first; b < last; ++b)
-      row_block_cloned(layers[blocks[b].layer], blocks[b], columns ? partials + blocks[b].partial : nullptr, columns);
+      row_block(layers[blocks[b].layer], blocks[b], columns ? partials + blocks[b].partial : nullptr, columns);
   });
   if (!columns) return;
   at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
