@@ -99,7 +99,10 @@ if with_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
 
 # No -std flag: torch adds the standard its headers need (C++20 for 2.14, C++17 before).
 debug = os.environ.get("DEBUG", "0") == "1"
-cxx_flags = [*(["-O0", "-g"] if debug else ["-O3", "-g0"])]
+# -ffp-contract=off: the x86-64-v3 clones of the CPU loops (csrc/common/cpu_clones.h) must
+# not fuse a * b + c, so that every CPU gives the same results. -fno-math-errno: sqrt needs
+# no branch to set errno (nothing reads it), so loops with sqrt vectorise.
+cxx_flags = [*(["-O0", "-g"] if debug else ["-O3", "-g0"]), "-ffp-contract=off", "-fno-math-errno"]
 nvcc_flags = [*(["-O0", "-g", "-lineinfo"] if debug else ["-O3"])]
 cuda_archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "").replace(";", " ") if with_cuda else ""
 macros = [

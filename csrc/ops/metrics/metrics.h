@@ -146,7 +146,9 @@ struct RealPower {
     return {T(exponent), T(cos(phase)), T(sin(phase))};
   }
   MF_HD void operator()(T x, T& re, T& im) const {
-    const T radius = pow(fabs(x), exponent);
+    // MDSI's default q = 0.25 as two square roots, a few times faster than pow and as exact
+    // (each rounds once, pow to within an ulp).
+    const T radius = exponent == T(0.25) ? sqrt(sqrt(fabs(x))) : pow(fabs(x), exponent);
     if (signbit(x)) {
       re = radius * cos_negative, im = radius * sin_negative;
     } else {
@@ -172,25 +174,40 @@ struct MdsiTerms {
   }
 };
 
-// MDSI's gcs^q at one pixel (complex): gradient similarity of L (x, y and their mean),
-// chroma similarity of H and M, combined by a sum or piq's product of complex powers.
+// MDSI's similarities at one pixel: gradient similarity of L (x, y and their mean) and
+// chroma similarity of H and M.
 template <typename T, typename Get>
-MF_HD void mdsi_pixel(const Get& lx, const Get& ly, T hx, T mx, T hy, T my, const MdsiTerms<T>& p, int64_t i,
-                      int64_t j, T& re, T& im) {
+MF_HD void mdsi_similarities(const Get& lx, const Get& ly, T hx, T mx, T hy, T my, const MdsiTerms<T>& p, int64_t i,
+                             int64_t j, T& gs, T& cs) {
   T gxx, gxy, gyx, gyy;
   prewitt<T>(lx, i, j, gxx, gxy);
   prewitt<T>(ly, i, j, gyx, gyy);
   const T ax = (gxx + gyx) / T(2), ay = (gxy + gyy) / T(2);
   const T gm_x = sqrt(gxx * gxx + gxy * gxy), gm_y = sqrt(gyx * gyx + gyy * gyy), gm_avg = sqrt(ax * ax + ay * ay);
-  const T gs = similarity(gm_x, gm_y, p.c1) + similarity(gm_x, gm_avg, p.c2) - similarity(gm_y, gm_avg, p.c2);
-  const T cs = (T(2) * (hx * hy + mx * my) + p.c3) / (hx * hx + hy * hy + mx * mx + my * my + p.c3);
+  gs = similarity(gm_x, gm_y, p.c1) + similarity(gm_x, gm_avg, p.c2) - similarity(gm_y, gm_avg, p.c2);
+  // Summed in pairs, so that equal chroma gives exactly 2 (hx hy + mx my) below and cs = 1:
+  // identical images then give exactly 1 at every pixel, and MDSI (a deviation from the
+  // mean, raised to 1/4 at the end) exactly 0, with any rounding of the power.
+  cs = (T(2) * (hx * hy + mx * my) + p.c3) / ((hx * hx + hy * hy) + (mx * mx + my * my) + p.c3);
+}
+
+// The sum combination's base, alpha gs + (1 - alpha) cs, raised to q by power_q.
+template <typename T>
+MF_HD T mdsi_sum_base(T gs, T cs, const MdsiTerms<T>& p) {
+  return p.alpha * gs + (T(1) - p.alpha) * cs;
+}
+
+// gcs^q (complex) from the similarities: the sum combination, or piq's product of complex
+// powers.
+template <typename T>
+MF_HD void mdsi_combine(T gs, T cs, const MdsiTerms<T>& p, T& re, T& im) {
   if (p.mult) {
     T gs_re, gs_im, cs_re, cs_im;
     p.power_gamma(gs, gs_re, gs_im);
     p.power_beta(cs, cs_re, cs_im);
     complex_power(gs_re * cs_re, gs_im + cs_im, p.q, re, im);
   } else {
-    p.power_q(p.alpha * gs + (T(1) - p.alpha) * cs, re, im);
+    p.power_q(mdsi_sum_base(gs, cs, p), re, im);
   }
 }
 

@@ -28,6 +28,13 @@ struct Plane {
   T* row(int64_t i) { return data.data() + (i + pad) * stride() + pad; }
   const T* row(int64_t i) const { return data.data() + (i + pad) * stride() + pad; }
   T operator()(int64_t i, int64_t j) const { return data[(i + pad) * stride() + j + pad]; }
+  // Reads by a local copy: pointer and stride in registers, so loops over j vectorise.
+  struct View {
+    const T* origin;
+    int64_t stride;
+    T operator()(int64_t i, int64_t j) const { return origin[i * stride + j]; }
+  };
+  View view() const { return {row(0), stride()}; }
 };
 
 // Loads `count` planes of one image in one pass: each output row pools the source rows of
@@ -247,9 +254,10 @@ MF_CPU_CLONES void gmsd_images(const Pair<T>& pair, double scale, const Pooling&
       }
       double total = 0, squares = 0;  // of gms - 1: gms is at most 1, and 1 where the gradients agree
       row.resize(px.width);
+      const auto vx = px.view(), vy = py.view();
       for (int64_t i = 0; i < px.height; ++i) {
         for (int64_t j = 0; j < px.width; ++j) {
-          row[j] = similarity(prewitt_magnitude<T>(px, i, j), prewitt_magnitude<T>(py, i, j), T(t), T(alpha));
+          row[j] = similarity(prewitt_magnitude<T>(vx, i, j), prewitt_magnitude<T>(vy, i, j), T(t), T(alpha));
         }
         shifted_sums(row.data(), px.width, 1.0, total, squares);
       }
@@ -275,20 +283,26 @@ namespace {
 
 // The images [begin, end) of mdsi_cpu, compiled for each CPU (common/cpu_clones.h).
 template <typename T>
-MF_CPU_CLONES void mdsi_images(const Pair<T>& pair, double scale, const Pooling& pooling, const MdsiTerms<T>& terms,
+MF_CPU_CLONES void mdsi_images(const Pair<T>& pair, double scale, const Pooling& pooling, const MdsiTerms<T> terms,
                                const Mix<T>* mixes, double rho, int64_t h, int64_t w, T* out, int64_t begin,
                                int64_t end) {
   Plane<T> planes[6];  // L, H, M of x, then of y
-  std::vector<T> map(2 * h * w);
+  std::vector<T> map(2 * h * w), gs(w), cs(w);
   for (int64_t k = begin; k < end; ++k) {
     load(pair.image_x(k), mixes, 3, pooling, T(scale), h, w, planes);
     load(pair.image_y(k), mixes, 3, pooling, T(scale), h, w, planes + 3);
     for (int64_t i = 0; i < h; ++i) {
       T* re = map.data() + i * w;
       T* im = re + h * w;
-      for (int64_t j = 0; j < w; ++j) {
-        mdsi_pixel<T>(planes[0], planes[3], planes[1](i, j), planes[2](i, j), planes[4](i, j), planes[5](i, j),
-                      terms, i, j, re[j], im[j]);
+      // Row-wise in two loops, so that each vectorises (the power does as square roots).
+      const auto lx = planes[0].view(), ly = planes[3].view();
+      const T *hx = planes[1].row(i), *mx = planes[2].row(i), *hy = planes[4].row(i), *my = planes[5].row(i);
+      T *__restrict g = gs.data(), *__restrict c = cs.data();
+      for (int64_t j = 0; j < w; ++j) mdsi_similarities<T>(lx, ly, hx[j], mx[j], hy[j], my[j], terms, i, j, g[j], c[j]);
+      if (terms.mult) {
+        for (int64_t j = 0; j < w; ++j) mdsi_combine(gs[j], cs[j], terms, re[j], im[j]);
+      } else {
+        for (int64_t j = 0; j < w; ++j) terms.power_q(mdsi_sum_base(gs[j], cs[j], terms), re[j], im[j]);
       }
     }
     // The mean of gcs^q, shifted by 1 + 0i where it sits for similar images: the

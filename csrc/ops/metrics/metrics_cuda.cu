@@ -242,9 +242,10 @@ struct MdsiMap {
   T* map;          // (n, h * w, 2)
   MF_HD void operator()(int64_t k, int64_t p, double (&acc)[2]) const {
     const int64_t i = p / x.width, j = p % x.width;
-    T re, im;
-    mdsi_pixel<T>(view(x, 3 * k), view(y, 3 * k), x.plane(3 * k + 1)[p], x.plane(3 * k + 2)[p], y.plane(3 * k + 1)[p],
-                  y.plane(3 * k + 2)[p], params, i, j, re, im);
+    T gs, cs, re, im;
+    mdsi_similarities<T>(view(x, 3 * k), view(y, 3 * k), x.plane(3 * k + 1)[p], x.plane(3 * k + 2)[p],
+                         y.plane(3 * k + 1)[p], y.plane(3 * k + 2)[p], params, i, j, gs, cs);
+    mdsi_combine(gs, cs, params, re, im);
     map[2 * (k * x.size() + p)] = re, map[2 * (k * x.size() + p) + 1] = im;
     acc[0] += double(re) - 1.0, acc[1] += double(im);  // shifted by 1 + 0i, as the CPU
   }
