@@ -120,7 +120,14 @@ def _layer_backward(arguments: tuple, grad: torch.Tensor, input: torch.Tensor, w
     rows = grad.reshape(-1, grad.shape[-1])
     return (grad.matmul(weight) if needs[0] else None,
             rows.t().mm(input.reshape(-1, input.shape[-1])) if needs[1] else None,
-            rows.sum(0) if needs[2] else None)
+            _bias_gradient(arguments, grad) if needs[2] else None)
+
+
+def _bias_gradient(arguments: tuple, grad: torch.Tensor) -> torch.Tensor:
+    """The gradient of :func:`_layer`'s bias: grad summed over all but the channels."""
+    if arguments:
+        return grad.sum([d for d in range(grad.ndim) if d != 1])
+    return grad.reshape(-1, grad.shape[-1]).sum(0)
 
 
 def _channels(bias: torch.Tensor, arguments: tuple, ndim: int) -> torch.Tensor:
@@ -185,10 +192,7 @@ class _SpectralNormLayer(torch.autograd.Function):
         else:
             scaled = grad * reciprocal
             grad_input, grad_weight, _ = _layer_backward(ctx.arguments, scaled, input, weight, (*needs[:2], False))
-            grad_bias = None
-            if needs[2]:
-                grad_bias = grad.sum([d for d in range(grad.ndim) if d != 1]) if ctx.arguments else \
-                    grad.reshape(-1, grad.shape[-1]).sum(0)
+            grad_bias = _bias_gradient(ctx.arguments, grad) if needs[2] else None
             if grad_weight is not None:
                 # grad_W = G + (d loss / d sigma) u v^T, d loss / d sigma = -sum(g * layer(x, W)) / sigma^2
                 coefficient = -torch.vdot(scaled.reshape(-1), kept.reshape(-1)) * reciprocal
@@ -251,9 +255,10 @@ def _scaled_forward(self, input, *args, **kwargs):
     """forward of a spectrally normalised Linear/Conv/ConvTranspose: scales the smaller of
     the output and the weight by 1 / sigma."""
     sn = _our_spectral_norm(self)
-    weight = self.parametrizations.weight.original if sn is not None else None
-    call = None if sn is None else _fused_layer_call(self, weight, input, *args, **kwargs)
-    if call is None:  # other or stacked parametrizations, removed, or left to the module: W / sigma
+    if sn is not None:
+        weight = self.parametrizations.weight.original
+        call = _fused_layer_call(self, weight, input, *args, **kwargs)
+    if sn is None or call is None:  # other or stacked parametrizations, removed, or left to the module: W / sigma
         return self._medgan_fast_base.forward(self, input, *args, **kwargs)
     scale_weight = _scales_weight(self, input, weight)
     sigma, u, v = sn._iterate(weight)

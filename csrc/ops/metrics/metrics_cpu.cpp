@@ -283,7 +283,7 @@ namespace {
 
 // The images [begin, end) of mdsi_cpu, compiled for each CPU (common/cpu_clones.h).
 template <typename T>
-MF_CPU_CLONES void mdsi_images(const Pair<T>& pair, double scale, const Pooling& pooling, const MdsiTerms<T> terms,
+MF_CPU_CLONES void mdsi_images(const Pair<T>& pair, double scale, const Pooling& pooling, const MdsiTerms<T>& terms,
                                const Mix<T>* mixes, double rho, int64_t h, int64_t w, T* out, int64_t begin,
                                int64_t end) {
   Plane<T> planes[6];  // L, H, M of x, then of y
@@ -294,11 +294,12 @@ MF_CPU_CLONES void mdsi_images(const Pair<T>& pair, double scale, const Pooling&
     for (int64_t i = 0; i < h; ++i) {
       T* re = map.data() + i * w;
       T* im = re + h * w;
-      // Row-wise in two loops, so that each vectorises (the power does as square roots).
+      // Row-wise: the similarities, then the combination (the power as square roots where q = 0.25).
       const auto lx = planes[0].view(), ly = planes[3].view();
       const T *hx = planes[1].row(i), *mx = planes[2].row(i), *hy = planes[4].row(i), *my = planes[5].row(i);
-      T *__restrict g = gs.data(), *__restrict c = cs.data();
-      for (int64_t j = 0; j < w; ++j) mdsi_similarities<T>(lx, ly, hx[j], mx[j], hy[j], my[j], terms, i, j, g[j], c[j]);
+      for (int64_t j = 0; j < w; ++j) {
+        mdsi_similarities<T>(lx, ly, hx[j], mx[j], hy[j], my[j], terms, i, j, gs[j], cs[j]);
+      }
       if (terms.mult) {
         for (int64_t j = 0; j < w; ++j) mdsi_combine(gs[j], cs[j], terms, re[j], im[j]);
       } else {
