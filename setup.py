@@ -101,8 +101,15 @@ if with_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
 debug = os.environ.get("DEBUG", "0") == "1"
 # -ffp-contract=off: the x86-64-v3 clones of the CPU loops (csrc/common/cpu_clones.h) must
 # not fuse a * b + c, so that every CPU gives the same results. -fno-math-errno: sqrt needs
-# no branch to set errno (nothing reads it), so loops with sqrt vectorise.
-cxx_flags = [*(["-O0", "-g"] if debug else ["-O3", "-g0"]), "-ffp-contract=off", "-fno-math-errno"]
+# no branch to set errno (nothing reads it), so loops with sqrt vectorise. -fno-trapping-math:
+# nothing enables floating-point traps, so a product under a condition may be computed either
+# way and blended, and loops with such selects vectorise. None of these changes a result.
+cxx_flags = [
+    *(["-O0", "-g"] if debug else ["-O3", "-g0"]),
+    "-ffp-contract=off",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+]
 nvcc_flags = [*(["-O0", "-g", "-lineinfo"] if debug else ["-O3"])]
 cuda_archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "").replace(";", " ") if with_cuda else ""
 macros = [

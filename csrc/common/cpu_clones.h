@@ -21,3 +21,12 @@
 #else
 #define MF_CPU_INLINE inline
 #endif
+
+// Before a loop whose iterations are independent (each writes its own output element):
+// GCC then vectorises it without run-time alias checks, which it gives up on past ten
+// pairs of pointers (many input planes and several outputs).
+#if defined(__GNUC__) && !defined(__clang__)
+#define MF_CPU_INDEPENDENT _Pragma("GCC ivdep")
+#else
+#define MF_CPU_INDEPENDENT
+#endif

@@ -67,12 +67,14 @@ MF_CPU_INLINE void load(const Image<T>& image, const Mix<T>* mixes, int count, P
       }
     }
     for (int m = 0; m < count; ++m) {
-      T* out = planes[m].row(i);
-      for (int64_t j = 0; j < width; ++j) {
-        T mixed = 0;
-        for (int64_t c = 0; c < channels; ++c) mixed += mixes[m].w[c] * pooled[c * width + j];
-        out[j] = mixed * factor;
+      T* __restrict out = planes[m].row(i);
+      std::fill(out, out + width, T(0));
+      for (int64_t c = 0; c < channels; ++c) {
+        const T weight = mixes[m].w[c];
+        const T* __restrict source = pooled.data() + c * width;
+        for (int64_t j = 0; j < width; ++j) out[j] += weight * source[j];
       }
+      for (int64_t j = 0; j < width; ++j) out[j] *= factor;
     }
   }
 }
@@ -114,21 +116,45 @@ T sum(const std::vector<T>& values) {
 // vectorise). The shift is a value the data sit near (1 for similarities), so a variance
 // taken from these sums does not cancel when the spread is tiny.
 template <typename T>
-MF_CPU_INLINE void shifted_sums(const T* __restrict v, int64_t n, double shift, double& total, double& squares) {
+MF_CPU_INLINE void shifted_sums(const T* __restrict v, int64_t n, double shift, double& total, double* squares) {
   constexpr int kLanes = 8;
   double lane_sum[kLanes] = {}, lane_squares[kLanes] = {};
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
       const double d = double(v[j + l]) - shift;
-      lane_sum[l] += d, lane_squares[l] += d * d;
+      lane_sum[l] += d;
+      if (squares) lane_squares[l] += d * d;
     }
   }
   for (; j < n; ++j) {
     const double d = double(v[j]) - shift;
-    total += d, squares += d * d;
+    total += d;
+    if (squares) *squares += d * d;
   }
-  for (int l = 0; l < kLanes; ++l) total += lane_sum[l], squares += lane_squares[l];
+  for (int l = 0; l < kLanes; ++l) {
+    total += lane_sum[l];
+    if (squares) *squares += lane_squares[l];
+  }
+}
+
+template <typename T>
+MF_CPU_INLINE double shifted_sum(const T* __restrict v, int64_t n, double shift) {
+  double total = 0;
+  shifted_sums(v, n, shift, total, nullptr);
+  return total;
+}
+
+// MDSI's |gcs^q - mean|^rho, in place of re.
+template <typename T>
+MF_CPU_INLINE void mdsi_deviations(T* __restrict re, const T* __restrict im, int64_t n, T m_re, T m_im, T rho) {
+  for (int64_t p = 0; p < n; ++p) {
+    const T d_re = re[p] - m_re, d_im = im[p] - m_im;
+    re[p] = sqrt(d_re * d_re + d_im * d_im);
+  }
+  if (rho != T(1)) {
+    for (int64_t p = 0; p < n; ++p) re[p] = pow(re[p], rho);
+  }
 }
 
 }  // namespace
@@ -259,7 +285,7 @@ MF_CPU_CLONES void gmsd_images(const Pair<T>& pair, double scale, const Pooling&
         for (int64_t j = 0; j < px.width; ++j) {
           row[j] = similarity(prewitt_magnitude<T>(vx, i, j), prewitt_magnitude<T>(vy, i, j), T(t), T(alpha));
         }
-        shifted_sums(row.data(), px.width, 1.0, total, squares);
+        shifted_sums(row.data(), px.width, 1.0, total, &squares);
       }
       const double count = double(px.height * px.width), mean = total / count;
       out[k * num_scales + level] = T(std::sqrt(std::max(0.0, squares / count - mean * mean)));
@@ -281,6 +307,30 @@ void gmsd_cpu(const Pair<T>& pair, double scale, bool pool_first, int num_scales
 
 namespace {
 
+// One row of MDSI's similarities, then of gcs^q.
+template <typename T>
+MF_CPU_INLINE void mdsi_row(const Plane<T>* planes, const MdsiTerms<T>& terms, int64_t i, T* gs, T* cs, T* re, T* im) {
+  const auto lx = planes[0].view(), ly = planes[3].view();
+  const T *hx = planes[1].row(i), *mx = planes[2].row(i), *hy = planes[4].row(i), *my = planes[5].row(i);
+  const int64_t w = planes[0].width;
+  MF_CPU_INDEPENDENT
+  for (int64_t j = 0; j < w; ++j) mdsi_similarities<T>(lx, ly, hx[j], mx[j], hy[j], my[j], terms, i, j, gs[j], cs[j]);
+  if (terms.mult) {
+    for (int64_t j = 0; j < w; ++j) mdsi_combine(gs[j], cs[j], terms, re[j], im[j]);
+    return;
+  }
+  const RealPower<T> power = terms.power_q;
+  if (power.exponent != T(0.25)) {
+    for (int64_t j = 0; j < w; ++j) power(mdsi_sum_base(gs[j], cs[j], terms), re[j], im[j]);
+    return;
+  }
+  MF_CPU_INDEPENDENT
+  for (int64_t j = 0; j < w; ++j) {  // the default q, without a call to pow: vectorises
+    const T base = mdsi_sum_base(gs[j], cs[j], terms);
+    power.turn(base, RealPower<T>::quarter_power(base), re[j], im[j]);
+  }
+}
+
 // The images [begin, end) of mdsi_cpu, compiled for each CPU (common/cpu_clones.h).
 template <typename T>
 MF_CPU_CLONES void mdsi_images(const Pair<T>& pair, double scale, const Pooling& pooling, const MdsiTerms<T>& terms,
@@ -288,38 +338,19 @@ MF_CPU_CLONES void mdsi_images(const Pair<T>& pair, double scale, const Pooling&
                                int64_t end) {
   Plane<T> planes[6];  // L, H, M of x, then of y
   std::vector<T> map(2 * h * w), gs(w), cs(w);
+  const int64_t count = h * w;
+  T* re = map.data();
+  T* im = re + count;
   for (int64_t k = begin; k < end; ++k) {
     load(pair.image_x(k), mixes, 3, pooling, T(scale), h, w, planes);
     load(pair.image_y(k), mixes, 3, pooling, T(scale), h, w, planes + 3);
-    for (int64_t i = 0; i < h; ++i) {
-      T* re = map.data() + i * w;
-      T* im = re + h * w;
-      // Row-wise: the similarities, then the combination (the power as square roots where q = 0.25).
-      const auto lx = planes[0].view(), ly = planes[3].view();
-      const T *hx = planes[1].row(i), *mx = planes[2].row(i), *hy = planes[4].row(i), *my = planes[5].row(i);
-      for (int64_t j = 0; j < w; ++j) {
-        mdsi_similarities<T>(lx, ly, hx[j], mx[j], hy[j], my[j], terms, i, j, gs[j], cs[j]);
-      }
-      if (terms.mult) {
-        for (int64_t j = 0; j < w; ++j) mdsi_combine(gs[j], cs[j], terms, re[j], im[j]);
-      } else {
-        for (int64_t j = 0; j < w; ++j) terms.power_q(mdsi_sum_base(gs[j], cs[j], terms), re[j], im[j]);
-      }
-    }
+    for (int64_t i = 0; i < h; ++i) mdsi_row(planes, terms, i, gs.data(), cs.data(), re + i * w, im + i * w);
     // The mean of gcs^q, shifted by 1 + 0i where it sits for similar images: the
     // deviations from it can be far smaller than a rounding error of 1.
-    double sum_re = 0, sum_im = 0, unused = 0;
-    shifted_sums(map.data(), h * w, 1.0, sum_re, unused);
-    shifted_sums(map.data() + h * w, h * w, 0.0, sum_im, unused);
-    const double count = double(h * w);
-    const T m_re = T(1.0 + sum_re / count), m_im = T(sum_im / count);
-    double total = 0;
-    for (int64_t p = 0; p < h * w; ++p) {
-      const T d_re = map[p] - m_re, d_im = map[h * w + p] - m_im;
-      const T deviation = sqrt(d_re * d_re + d_im * d_im);
-      total += double(rho == 1.0 ? deviation : pow(deviation, T(rho)));
-    }
-    out[k] = T(total / count);
+    const T m_re = T(1.0 + shifted_sum(re, count, 1.0) / double(count));
+    const T m_im = T(shifted_sum(im, count, 0.0) / double(count));
+    mdsi_deviations(re, im, count, m_re, m_im, T(rho));
+    out[k] = T(shifted_sum(re, count, 0.0) / double(count));
   }
 }
 
