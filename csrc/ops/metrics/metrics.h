@@ -228,33 +228,53 @@ struct HaarParams {
   double c, alpha;
 };
 
-// One pixel's HaarPSI terms: adds sigmoid(alpha * sim) * weight and weight for the
-// horizontal and vertical maps. Similarity from the two finest scales, weight from the
-// coarsest. Returns the mean weight (the chroma map's weight).
+// Scale s's share of one pixel's HaarPSI terms for the horizontal and vertical maps, from
+// the Haar responses of x and y at that scale: the similarity sums the two finest scales
+// (sim, starting at 0; sigmoid(alpha * sim / 2) later), the weight is the coarsest's
+// larger response. Scales in between play no part.
+template <typename T>
+MF_HD void haarpsi_scale_terms(int s, int scales, T c, T hx, T vx, T hy, T vy, T& sim_h, T& sim_v, T& weight_h,
+                               T& weight_v) {
+  hx = fabs(hx), vx = fabs(vx), hy = fabs(hy), vy = fabs(vy);
+  if (s < 2) {
+    sim_h += similarity(hx, hy, c);
+    sim_v += similarity(vx, vy, c);
+  }
+  if (s == scales - 1) {  // inputs are never NaN, so a plain max (a vector instruction)
+    weight_h = hx > hy ? hx : hy;
+    weight_v = vx > vy ? vx : vy;
+  }
+}
+
+// The scales that take part in HaarPSI's terms: the two finest and the coarsest.
+MF_HD bool haarpsi_uses_scale(int s, int scales) { return s < 2 || s == scales - 1; }
+
+// One pixel's HaarPSI terms of the horizontal and vertical maps, over all scales.
 template <typename T, typename Box>
-MF_HD T haarpsi_pixel(const Box& box_x, const Box& box_y, const HaarParams& p, int64_t i, int64_t j,
-                      double& weighted, double& weights) {
-  T sim[2] = {T(0), T(0)};
-  T weight[2] = {T(0), T(0)};
+MF_HD void haarpsi_terms(const Box& box_x, const Box& box_y, const HaarParams& p, int64_t i, int64_t j, T& sim_h,
+                         T& sim_v, T& weight_h, T& weight_v) {
+  sim_h = T(0), sim_v = T(0);
   for (int s = 0; s < p.scales; ++s) {
-    if (s >= 2 && s != p.scales - 1) continue;
+    if (!haarpsi_uses_scale(s, p.scales)) continue;
     T hx, vx, hy, vy;
     haar<T>(box_x, i, j, int64_t(1) << s, hx, vx);
     haar<T>(box_y, i, j, int64_t(1) << s, hy, vy);
-    if (s < 2) {
-      sim[0] += similarity(fabs(hx), fabs(hy), T(p.c));
-      sim[1] += similarity(fabs(vx), fabs(vy), T(p.c));
-    }
-    if (s == p.scales - 1) {
-      weight[0] = fmax(fabs(hx), fabs(hy));
-      weight[1] = fmax(fabs(vx), fabs(vy));
-    }
+    haarpsi_scale_terms(s, p.scales, T(p.c), hx, vx, hy, vy, sim_h, sim_v, weight_h, weight_v);
   }
-  for (int o = 0; o < 2; ++o) {
-    weighted += double(sigmoid(sim[o] / T(2) * T(p.alpha)) * weight[o]);
-    weights += double(weight[o]);
+}
+
+// A pixel's sum over its maps of sigmoid(alpha * similarity) * weight, and of the weights:
+// horizontal and vertical, and for colour the chroma map, weighted by their mean weight.
+template <typename T>
+MF_HD void haarpsi_weigh(T sim_h, T sim_v, T weight_h, T weight_v, bool colour, T chroma_sim, T alpha, T& weighted,
+                         T& weights) {
+  weighted = sigmoid(sim_h / T(2) * alpha) * weight_h + sigmoid(sim_v / T(2) * alpha) * weight_v;
+  weights = weight_h + weight_v;
+  if (colour) {
+    const T mean = weights / T(2);
+    weighted += sigmoid(chroma_sim * alpha) * mean;
+    weights += mean;
   }
-  return (weight[0] + weight[1]) / T(2);
 }
 
 // HaarPSI's chroma map: |2x2 mean| of I and Q (zero padding after), their similarity.

@@ -58,12 +58,28 @@ MF_CPU_INLINE void load(const Image<T>& image, const Mix<T>* mixes, int count, P
           for (int64_t j = 0; j < width; ++j) out[j] += source[j];
           continue;
         }
-        for (int64_t j = 0; j < width; ++j) {
+        // Columns whose block lies inside the source row need no bounds check (and for
+        // the 2x pools, no inner loop), so that loop vectorises; the rest check.
+        const int64_t inner_begin = std::min(width, (pooling.offset + pool - 1) / pool);
+        const int64_t inner_end = std::max(inner_begin, std::min(width, (image.width + pooling.offset) / pool));
+        auto checked = [&](int64_t j) {
           for (int64_t b = 0; b < pool; ++b) {
             const int64_t col = j * pool - pooling.offset + b;
             if (col >= 0 && col < image.width) out[j] += source[col];
           }
+        };
+        for (int64_t j = 0; j < inner_begin; ++j) checked(j);
+        const int64_t offset = pooling.offset;
+        if (pool == 2) {
+          for (int64_t j = inner_begin; j < inner_end; ++j) {
+            out[j] = out[j] + source[2 * j - offset] + source[2 * j - offset + 1];
+          }
+        } else {
+          for (int64_t j = inner_begin; j < inner_end; ++j) {
+            for (int64_t b = 0; b < pool; ++b) out[j] += source[j * pool - offset + b];
+          }
         }
+        for (int64_t j = inner_end; j < width; ++j) checked(j);
       }
     }
     for (int m = 0; m < count; ++m) {
@@ -399,12 +415,22 @@ struct IntegralImage {
 };
 
 // The images [begin, end) of haarpsi_cpu, compiled for each CPU (common/cpu_clones.h).
+// Row by row, in loops over the row that vectorise: each scale's Haar responses into the
+// terms, the chroma similarity, then (with calls to exp) the weighted sums.
 template <typename T>
 MF_CPU_CLONES void haarpsi_images(const Pair<T>& pair, double scale, const Pooling& pooling, const HaarParams& params,
                                   const Mix<T>* mixes, bool colour, int64_t h, int64_t w, T* out, int64_t begin,
                                   int64_t end) {
   Plane<T> yiq[6];
   IntegralImage box_x, box_y;
+  std::vector<T> rows(7 * w);
+  T *sim_h = rows.data(), *sim_v = sim_h + w, *weight_h = sim_v + w, *weight_v = weight_h + w;
+  T *chroma_sim = weight_v + w, *weighted = chroma_sim + w, *weights = weighted + w;
+  const T c = T(params.c), alpha = T(params.alpha);
+  auto box = [](const IntegralImage& ii) {
+    return [&ii](int64_t r0, int64_t c0, int64_t r1, int64_t c1) { return T(ii(r0, c0, r1, c1)); };
+  };
+  const auto bx = box(box_x), by = box(box_y);
   for (int64_t k = begin; k < end; ++k) {
     // Y, I, Q (or grey) of x, then of y
     const int count = colour ? 3 : 1;
@@ -412,21 +438,32 @@ MF_CPU_CLONES void haarpsi_images(const Pair<T>& pair, double scale, const Pooli
     load(pair.image_y(k), mixes, count, pooling, T(scale), h, w, yiq + 3);
     const int64_t margin = int64_t(1) << (params.scales - 1);
     box_x.build(yiq[0], margin), box_y.build(yiq[3], margin);
-    auto box = [](const IntegralImage& ii) {
-      return [&ii](int64_t r0, int64_t c0, int64_t r1, int64_t c1) { return T(ii(r0, c0, r1, c1)); };
-    };
-    const auto bx = box(box_x), by = box(box_y);
-    double weighted = 0, weights = 0;
+    const auto ix = yiq[1].view(), qx = yiq[2].view(), iy = yiq[4].view(), qy = yiq[5].view();
+    double total_weighted = 0, total_weights = 0;
     for (int64_t i = 0; i < h; ++i) {
-      for (int64_t j = 0; j < w; ++j) {
-        const T weight = haarpsi_pixel<T>(bx, by, params, i, j, weighted, weights);
-        if (!colour) continue;
-        const T sim = haarpsi_chroma_similarity<T>(yiq[1], yiq[2], yiq[4], yiq[5], params.c, i, j);
-        weighted += double(sigmoid(sim * T(params.alpha)) * weight);
-        weights += double(weight);
+      std::fill(sim_h, sim_h + 2 * w, T(0));
+      for (int s = 0; s < params.scales; ++s) {
+        if (!haarpsi_uses_scale(s, params.scales)) continue;
+        const int64_t half = int64_t(1) << s;
+        MF_CPU_INDEPENDENT
+        for (int64_t j = 0; j < w; ++j) {
+          T hx, vx, hy, vy;
+          haar<T>(bx, i, j, half, hx, vx);
+          haar<T>(by, i, j, half, hy, vy);
+          haarpsi_scale_terms(s, params.scales, c, hx, vx, hy, vy, sim_h[j], sim_v[j], weight_h[j], weight_v[j]);
+        }
       }
+      if (colour) {
+        MF_CPU_INDEPENDENT
+        for (int64_t j = 0; j < w; ++j) chroma_sim[j] = haarpsi_chroma_similarity<T>(ix, qx, iy, qy, params.c, i, j);
+      }
+      for (int64_t j = 0; j < w; ++j) {
+        haarpsi_weigh(sim_h[j], sim_v[j], weight_h[j], weight_v[j], colour, chroma_sim[j], alpha, weighted[j],
+                      weights[j]);
+      }
+      total_weighted += shifted_sum(weighted, w, 0.0), total_weights += shifted_sum(weights, w, 0.0);
     }
-    out[2 * k] = T(weighted), out[2 * k + 1] = T(weights);
+    out[2 * k] = T(total_weighted), out[2 * k + 1] = T(total_weights);
   }
 }
 

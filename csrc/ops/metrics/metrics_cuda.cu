@@ -295,12 +295,15 @@ struct HaarMap {
   MF_HD void operator()(int64_t k, int64_t p, double (&acc)[2]) const {
     const int64_t i = p / x.width, j = p % x.width;
     const DirectBox<T> bx{view(x, k)}, by{view(y, k)};
-    const T weight = haarpsi_pixel<T>(bx, by, params, i, j, acc[0], acc[1]);
-    if (!colour) return;
-    const T sim = haarpsi_chroma_similarity<T>(view(chroma_x, 2 * k), view(chroma_x, 2 * k + 1), view(chroma_y, 2 * k),
-                                               view(chroma_y, 2 * k + 1), params.c, i, j);
-    acc[0] += double(sigmoid(sim * T(params.alpha)) * weight);
-    acc[1] += double(weight);
+    T sim_h, sim_v, weight_h, weight_v, weighted, weights;
+    haarpsi_terms<T>(bx, by, params, i, j, sim_h, sim_v, weight_h, weight_v);
+    const T chroma_sim = colour ? haarpsi_chroma_similarity<T>(view(chroma_x, 2 * k), view(chroma_x, 2 * k + 1),
+                                                               view(chroma_y, 2 * k), view(chroma_y, 2 * k + 1),
+                                                               params.c, i, j)
+                                : T(0);
+    haarpsi_weigh(sim_h, sim_v, weight_h, weight_v, colour, chroma_sim, T(params.alpha), weighted, weights);
+    acc[0] += double(weighted);
+    acc[1] += double(weights);
   }
 };
 
