@@ -62,6 +62,14 @@ struct Mix {
   static Mix<T> luma(int64_t channels) { return channels == 3 ? of(kYiq[0], 3) : grey(); }
 };
 
+// The scaled difference of the lumas (Y of YIQ) of two RGB pixels whose channels lie
+// `plane` apart: PSNR's greyscale conversion.
+template <typename T>
+MF_HD T luma_difference(const T* x, const T* y, int64_t plane, T scale) {
+  const T w0 = T(kYiq[0][0]), w1 = T(kYiq[0][1]), w2 = T(kYiq[0][2]);
+  return (w0 * x[0] + w1 * x[plane] + w2 * x[2 * plane]) * scale - (w0 * y[0] + w1 * y[plane] + w2 * y[2 * plane]) * scale;
+}
+
 // Channel mix (weights[c] for each source channel; for grey one weight), pooled, scaled.
 template <typename T>
 MF_HD T load_pixel(const Image<T>& image, const T* weights, Pooling pooling, T scale, int64_t i, int64_t j) {

@@ -154,10 +154,7 @@ struct SquaredErrorMap {
     const int64_t plane = pair.height * pair.width, base = k * pair.channels * plane;
     T d;
     if (mix) {
-      const T w0 = T(kYiq[0][0]), w1 = T(kYiq[0][1]), w2 = T(kYiq[0][2]);
-      const T* x = pair.x + base + p;
-      const T* y = pair.y + base + p;
-      d = (w0 * x[0] + w1 * x[plane] + w2 * x[2 * plane]) * scale - (w0 * y[0] + w1 * y[plane] + w2 * y[2 * plane]) * scale;
+      d = luma_difference(pair.x + base + p, pair.y + base + p, plane, scale);
     } else {
       d = pair.x[base + p] * scale - pair.y[base + p] * scale;
     }
