@@ -36,26 +36,6 @@ SWD_MIN_SIZE = 16  # the coarsest pyramid level is the last one at least this si
 BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)
 
 
-def _check_images(name: str, x, data_range) -> torch.Tensor:
-    """4-D real tensor in [0, data_range] -> float32 (float64 kept)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{name} must be a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}")
-    if x.is_complex() or not (x.is_floating_point() or x.dtype == torch.uint8):
-        raise TypeError(f"{name} must be a real floating-point (or uint8) tensor, got {x.dtype}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    if isinstance(data_range, bool) or not isinstance(data_range, numbers.Real) or not data_range > 0:
-        raise ValueError(f"data_range must be a number > 0, got {data_range!r}")
-    x = x.to(x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32)
-    low, high = (v.item() for v in torch.aminmax(x))
-    if not (0 <= low and high <= data_range):  # also False for NaN
-        raise ValueError(f"{name} must have values in [0, data_range] = [0, {data_range}], "
-                         f"got values in [{low}, {high}]")
-    return x
-
-
 def _check_positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -190,7 +170,7 @@ def swd(real: torch.Tensor, fake: torch.Tensor, nhood_size: int = 7, nhoods_per_
         >>> result.resolutions, result.mean
         ((32, 16), 0.0)
     """
-    real, fake = _check_images("real", real, data_range), _check_images("fake", fake, data_range)
+    real, fake = quality.check_images("real", real, data_range), quality.check_images("fake", fake, data_range)
     if real.shape[1:] != fake.shape[1:]:
         raise ValueError(f"real and fake must have the same C, H and W, got shapes {tuple(real.shape)} "
                          f"and {tuple(fake.shape)}")
@@ -264,7 +244,7 @@ def ms_ssim_diversity(fake: torch.Tensor, num_pairs: int = 100, seed: int = 0, d
         >>> 0 <= ms_ssim_diversity(fake, num_pairs=8) < 0.2  # noise: very diverse
         True
     """
-    fake = _check_images("fake", fake, data_range)
+    fake = quality.check_images("fake", fake, data_range)
     if fake.shape[0] < 2:
         raise ValueError(f"fake must hold at least 2 images to form pairs, got {fake.shape[0]}")
     num_pairs = _check_positive_int("num_pairs", num_pairs)
@@ -425,7 +405,7 @@ def inception_features(images: torch.Tensor, model: torch.nn.Module, data_range:
         >>> inception_features(torch.rand(8, 3, 64, 64), model).shape  # doctest: +SKIP
         (8, 2048)
     """
-    images = _check_images("images", images, data_range)
+    images = quality.check_images("images", images, data_range)
     if images.shape[1] not in (1, 3):
         raise ValueError(f"images must have 1 (grey) or 3 (RGB) channels, got {images.shape[1]}")
     batch_size = _check_positive_int("batch_size", batch_size)

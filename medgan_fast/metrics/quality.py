@@ -34,38 +34,42 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_GMSD_WEIGHTS = (0.096, 0.596, 0.289, 0.019)
 
 
+def check_images(name: str, x, data_range) -> torch.Tensor:
+    """A 4-D real tensor in [0, data_range], without NaN -> float32 (float64 kept); a clear
+    error naming `name` otherwise. Shared by the quality and distribution metrics."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must be a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+    if x.is_complex() or not (x.is_floating_point() or x.dtype == torch.uint8):
+        raise TypeError(f"{name} must be a real floating-point (or uint8) tensor, got {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    if isinstance(data_range, bool) or not isinstance(data_range, numbers.Real) or not data_range > 0:
+        raise ValueError(f"data_range must be a number > 0, got {data_range!r}")
+    x = x.to(x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32)
+    low, high = (v.item() for v in torch.aminmax(x))  # NaN propagates into both; Inf fails the range
+    if math.isnan(low) or math.isnan(high):
+        raise ValueError(f"{name} contains NaN")
+    if not (0 <= low and high <= data_range):
+        raise ValueError(f"{name} must have values in [0, data_range] = [0, {data_range}], "
+                         f"got values in [{low}, {high}]")
+    return x
+
+
 def _prepare(x, y, data_range, reduction):
-    """piq's _validate_input as ValueErrors, plus NaN/Inf; returns float32/64 tensors."""
-    for arg, t in (("x", x), ("y", y)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{arg} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(f"{arg} must be a 4-D (N, C, H, W) tensor, got shape {tuple(t.shape)}")
-        if t.is_complex() or not (t.is_floating_point() or t.dtype == torch.uint8):
-            raise TypeError(f"{arg} must be a real floating-point (or uint8) tensor, got {t.dtype}")
+    """piq's _validate_input as ValueErrors, plus NaN/Inf; returns float32/64 tensors of
+    x's dtype."""
+    x, y = check_images("x", x, data_range), check_images("y", y, data_range)
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if x.device != y.device:
         raise ValueError(f"x and y must be on the same device, got {x.device} and {y.device}")
-    if x.numel() == 0:
-        raise ValueError(f"x and y must not be empty, got shape {tuple(x.shape)}")
-    if isinstance(data_range, bool) or not isinstance(data_range, numbers.Real) or not data_range > 0:
-        raise ValueError(f"data_range must be a number > 0, got {data_range!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if x.shape[1] not in (1, 3):
         raise ValueError(f"x and y must have 1 (grey) or 3 (RGB) channels, got {x.shape[1]}")
-    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    x, y = x.to(dtype), y.to(dtype)
-    for arg, t in (("x", x), ("y", y)):
-        low, high = torch.aminmax(t)  # NaN propagates into both; Inf fails the range
-        low, high = low.item(), high.item()
-        if math.isnan(low) or math.isnan(high):
-            raise ValueError(f"{arg} contains NaN")
-        if not (0 <= low and high <= data_range):
-            raise ValueError(f"{arg} must have values in [0, data_range] = [0, {data_range}], "
-                             f"got values in [{low}, {high}]")
-    return x, y
+    return x, y.to(x.dtype)
 
 
 def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
