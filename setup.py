@@ -104,11 +104,16 @@ debug = os.environ.get("DEBUG", "0") == "1"
 # no branch to set errno (nothing reads it), so loops with sqrt vectorise. -fno-trapping-math:
 # nothing enables floating-point traps, so a product under a condition may be computed either
 # way and blended, and loops with such selects vectorise. None of these changes a result.
+# -fopenmp: at::parallel_for is inline; compiled without OpenMP it runs on one thread.
+# Linked, libgomp.so.1 resolves to the copy torch has already loaded: one thread pool,
+# sized by torch.set_num_threads.
+openmp = ["-fopenmp"] if torch.backends.openmp.is_available() else []
 cxx_flags = [
     *(["-O0", "-g"] if debug else ["-O3", "-g0"]),
     "-ffp-contract=off",
     "-fno-math-errno",
     "-fno-trapping-math",
+    *openmp,
 ]
 nvcc_flags = [*(["-O0", "-g", "-lineinfo"] if debug else ["-O3"])]
 cuda_archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "").replace(";", " ") if with_cuda else ""
@@ -127,6 +132,7 @@ extension = extension_type(
     include_dirs=[str(ROOT / "csrc")],
     define_macros=macros,
     extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+    extra_link_args=openmp,
 )
 
 print(f"medgan_fast build: cuda={with_cuda} cuda_home={cuda_home} archs={cuda_archs or '-'} "

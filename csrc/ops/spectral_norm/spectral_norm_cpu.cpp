@@ -38,7 +38,11 @@ struct RowBlock {
   int layer;
   int64_t begin, end;
   int64_t partial;  // offset of this block's partial s' (the layer's width) in the scratch
+  int64_t work;     // the weights of all blocks before this one: where it starts in the pass
 };
+
+// Below this many weights a pass runs on one thread.
+constexpr int64_t kGrainWeights = 1 << 15;
 
 // One block of rows, compiled for each CPU (common/cpu_clones.h): each row is read once
 // for t_r = W_r . v and, while it is in cache, added into the block's partial
@@ -55,14 +59,17 @@ MF_CPU_CLONES void row_block(const Layer<T>& L, const RowBlock& block, T* partia
   }
 }
 
-// One pass over W for all layers. Partials are summed in block order, so the result does
-// not depend on scheduling.
+// One pass over W for all layers. The threads split the weights, not the blocks, evenly
+// (a block of a wide layer holds hundreds of times the weights of a narrow one): each
+// runs the blocks that start in its share. Partials are summed in block order, so the
+// result does not depend on scheduling.
 template <typename T>
-void rows_and_columns_pass(Layer<T>* layers, int count, const std::vector<RowBlock>& blocks, T* partials,
-                           bool columns) {
-  at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t first, int64_t last) {
-    for (int64_t b = first; b < last; ++b)
-      row_block(layers[blocks[b].layer], blocks[b], columns ? partials + blocks[b].partial : nullptr, columns);
+void rows_and_columns_pass(Layer<T>* layers, int count, const std::vector<RowBlock>& blocks, int64_t total_work,
+                           T* partials, bool columns) {
+  at::parallel_for(0, total_work, kGrainWeights, [&](int64_t first, int64_t last) {
+    for (const RowBlock& block : blocks)
+      if (block.work >= first && block.work < last)
+        row_block(layers[block.layer], block, columns ? partials + block.partial : nullptr, columns);
   });
   if (!columns) return;
   at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
@@ -78,21 +85,23 @@ void rows_and_columns_pass(Layer<T>* layers, int count, const std::vector<RowBlo
 template <typename T>
 void power_iteration(Layer<T>* layers, int count, int64_t n_iterations, double eps, T* sigmas) {
   std::vector<RowBlock> blocks;
-  int64_t partial_size = 0;
+  int64_t partial_size = 0, total_work = 0;
   for (int k = 0; k < count; ++k) {
     for (int64_t r = 0; r < layers[k].h; r += kRows) {
-      blocks.push_back({k, r, std::min(r + kRows, layers[k].h), partial_size});
+      const int64_t end = std::min(r + kRows, layers[k].h);
+      blocks.push_back({k, r, end, partial_size, total_work});
       partial_size += layers[k].width();
+      total_work += (end - r) * layers[k].width();
     }
   }
   if (n_iterations == 0) {
-    rows_and_columns_pass<T>(layers, count, blocks, nullptr, false);
+    rows_and_columns_pass<T>(layers, count, blocks, total_work, nullptr, false);
     for (int k = 0; k < count; ++k) sigmas[k] = dot(layers[k].u, layers[k].t, layers[k].h);
     return;
   }
   std::vector<T> partials(partial_size);
   for (int64_t it = 0; it < n_iterations; ++it) {
-    rows_and_columns_pass(layers, count, blocks, partials.data(), true);
+    rows_and_columns_pass(layers, count, blocks, total_work, partials.data(), true);
     at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
       for (int64_t k = first; k < last; ++k) {
         const Layer<T>& L = layers[k];
