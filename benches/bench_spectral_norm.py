@@ -1,5 +1,6 @@
 """Spectral-norm overhead: the DCGAN-64 discriminator's forward + backward with our
 spectral norm (fused), torch's parametrization, and none, at batch 8, 16 and 64.
+And the op alone: the backward through sigma for the discriminator's largest weight.
 
 report.py prints each one's overhead against "none" (the same discriminator without
 spectral norm) and our speed-up over torch's.
@@ -11,6 +12,7 @@ from _inputs import bench_interleaved, needs_cuda, synchronised
 from torch import nn
 
 from medgan_fast.nn import fuse_spectral_norm, spectral_norm
+from medgan_fast.ops.spectral_norm import weight_grad_
 
 BATCHES = (8, 16, 64)
 
@@ -68,3 +70,34 @@ def test_spectral_norm_overhead(benchmark, batch):
 def test_spectral_norm_overhead_cuda(benchmark, batch):
     steps = {name: synchronised(step) for name, step in variants_on("cuda", batch).items()}
     bench_interleaved(benchmark, f"DCGAN-64 D forward+backward, batch {batch}, GPU", steps, rounds=100)
+
+
+def weight_grad_steps(device):
+    """The gradient of W / sigma(W) for the 512x256x4x4 weight, given the gradient G of
+    W / sigma: ours (G copied into a buffer, then completed in place) vs torch's autograd
+    through the same formula (what torch's parametrization runs)."""
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(512, 256, 4, 4, generator=g).to(device)
+    u = nn.functional.normalize(torch.randn(512, generator=g), dim=0).to(device)
+    v = nn.functional.normalize(torch.randn(4096, generator=g), dim=0).to(device)
+    upstream = torch.randn(weight.shape, generator=g).to(device)
+    leaf = weight.clone().requires_grad_(True)
+    scaled = leaf / (u @ leaf.view(512, -1) @ v)
+    sigma = (u @ weight.view(512, -1) @ v).detach()
+    kept, buffer = scaled.detach(), torch.empty_like(weight)
+    expected = torch.autograd.grad(scaled, leaf, upstream, retain_graph=True)[0]
+    torch.testing.assert_close(weight_grad_(buffer.copy_(upstream), sigma, u, v, 0, kept), expected,
+                               rtol=1e-4, atol=1e-6)
+    return {"medgan_fast": lambda: weight_grad_(buffer.copy_(upstream), sigma, u, v, 0, kept),
+            "torch_autograd": lambda: torch.autograd.grad(scaled, leaf, upstream, retain_graph=True)}
+
+
+def test_weight_grad(benchmark):
+    bench_interleaved(benchmark, "Backward through sigma, 512x256x4x4 weight, CPU", weight_grad_steps("cpu"),
+                      rounds=50)
+
+
+@needs_cuda
+def test_weight_grad_cuda(benchmark):
+    steps = {name: synchronised(step) for name, step in weight_grad_steps("cuda").items()}
+    bench_interleaved(benchmark, "Backward through sigma, 512x256x4x4 weight, GPU", steps, rounds=100)

@@ -19,6 +19,11 @@ TORCH_LIBRARY(medgan_fast, m) {
   // returns sigma per weight (no iterations: sigma = u^T W v).
   m.def("spectral_norm_power_iteration_(Tensor[] weights, Tensor(a!)[] us, Tensor(b!)[] vs, int[] dims, "
         "int n_power_iterations, float eps) -> Tensor");
+  // The weight gradient of a spectrally normalised layer completed in place (sigma's
+  // rank-1 share): scaled_grad None if the layer scaled its weight (kept = W / sigma),
+  // else the output gradient / sigma (the layer scaled its output, kept = layer(x, W)).
+  m.def("spectral_norm_weight_grad_(Tensor(a!) grad_weight, Tensor sigma, Tensor u, Tensor v, int dim, "
+        "Tensor kept, Tensor? scaled_grad) -> ()");
 
   // metrics: x, y (N, C, H, W) float32/float64; per-image statistics of the image-quality
   // metrics (medgan_fast/ops/metrics.py says what each returns).

@@ -29,7 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..ops.spectral_norm import _power_iteration, attach_sigma, power_iteration_, weight_layout
+from ..ops.spectral_norm import (
+    _power_iteration,
+    _weight_grad,
+    attach_sigma,
+    power_iteration_,
+)
 
 __all__ = ["SpectralNorm", "fuse_spectral_norm", "spectral_norm"]
 
@@ -135,17 +140,6 @@ def _channels(bias: torch.Tensor, arguments: tuple, ndim: int) -> torch.Tensor:
     return bias.view(-1, *([1] * (ndim - 2))) if arguments else bias
 
 
-def _add_rank_one_(grad_weight: torch.Tensor, coefficient: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-                   layout: tuple[int, int, int]) -> None:
-    """grad_weight += coefficient u v^T in place, the matrix read as weight_layout's (P, h, Q)."""
-    p, h, q = layout
-    scaled_u = u * coefficient  # a tensor coefficient: no device sync
-    if p == 1:
-        grad_weight.view(h, q).addr_(scaled_u, v)
-    else:
-        grad_weight.view(p, h, q).baddbmm_(scaled_u.view(1, h, 1).expand(p, h, 1), v.view(p, 1, q))
-
-
 class _SpectralNormLayer(torch.autograd.Function):
     """A spectrally normalised Linear or convolution, bias included:
     ``layer(x, W / sigma) + b`` (weight scaled) or ``layer(x, W) / sigma + b`` (output
@@ -155,9 +149,9 @@ class _SpectralNormLayer(torch.autograd.Function):
     term c u v^T, into a new weight-sized tensor and then adds it to the layer's weight
     gradient, two more passes over memory (most of the spectral norm's cost in a DCGAN
     discriminator step on CPU, measured). Here the rank-1 term is added in place into the
-    gradient the layer's backward returns. c comes from the layer being linear in W:
-    sum(g * layer(x, W)) = <grad_W, W>, so the output-scaled path keeps layer(x, W) (the
-    smaller tensor in that path) and the weight-scaled path W / sigma.
+    gradient the layer's backward returns, by medgan_fast.ops.weight_grad_, in one pass. c
+    needs <g, layer(x, W)>: the output-scaled path keeps layer(x, W) (the smaller tensor in
+    that path), the weight-scaled path W / sigma (<G, W / sigma>, the layer being linear in W).
 
     Double backward (gradient penalties) recomputes the plain formula.
     """
@@ -182,23 +176,16 @@ class _SpectralNormLayer(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: differentiate the plain formula
             return _SpectralNormLayer._plain_backward(ctx, grad, input, weight, bias, sigma, u, v)
         needs = (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:4])
-        reciprocal = sigma.reciprocal()
         if ctx.scale_weight:
+            scaled = None
             grad_input, grad_weight, grad_bias = _layer_backward(ctx.arguments, grad, input, kept, needs)
-            if grad_weight is not None:
-                # grad_W = (G - <G, W / sigma> u v^T) / sigma, G the gradient of W / sigma
-                coefficient = -torch.vdot(grad_weight.reshape(-1), kept.reshape(-1)) * reciprocal
-                grad_weight.mul_(reciprocal)
         else:
-            scaled = grad * reciprocal
+            scaled = (grad * sigma.reciprocal()).contiguous()
             grad_input, grad_weight, _ = _layer_backward(ctx.arguments, scaled, input, weight, (*needs[:2], False))
             grad_bias = _bias_gradient(ctx.arguments, grad) if needs[2] else None
-            if grad_weight is not None:
-                # grad_W = G + (d loss / d sigma) u v^T, d loss / d sigma = -sum(g * layer(x, W)) / sigma^2
-                coefficient = -torch.vdot(scaled.reshape(-1), kept.reshape(-1)) * reciprocal
         if grad_weight is not None:
             grad_weight = grad_weight.contiguous()
-            _add_rank_one_(grad_weight, coefficient, u, v, weight_layout(weight.shape, ctx.dim))
+            _weight_grad(grad_weight, sigma, u, v, ctx.dim, kept.contiguous(), scaled)
         return grad_input, None, grad_weight, grad_bias, None, None, None, None, None
 
     @staticmethod

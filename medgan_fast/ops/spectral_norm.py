@@ -1,8 +1,10 @@
-"""Spectral normalisation: the power iteration of many weights in one call.
+"""Spectral normalisation: the power iteration of many weights in one call, and the
+backward through sigma completed in one pass over a layer's weight gradient.
 
-Kernel: csrc/ops/spectral_norm (CUDA: three launches per iteration for all weights
-together; CPU: one parallel pass over all weights' rows, then over their columns).
-The layer built on it is :func:`medgan_fast.nn.spectral_norm`.
+Kernels: csrc/ops/spectral_norm (power iteration, CUDA: three launches per iteration for
+all weights together; CPU: one parallel pass over all weights' rows. Weight gradient: a
+dot product and one pass over the gradient, CUDA: two launches).
+The layer built on them is :func:`medgan_fast.nn.spectral_norm`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import torch.nn.functional as F
 
 from .._ext import HAS_CPU_KERNELS, use_kernel
 
-__all__ = ["attach_sigma", "power_iteration_", "power_iteration_reference", "weight_layout"]
+__all__ = ["attach_sigma", "power_iteration_", "power_iteration_reference", "weight_grad_", "weight_grad_reference",
+           "weight_layout"]
 
 KERNEL_DTYPES = (torch.float32, torch.float64)
 
@@ -111,6 +114,84 @@ def power_iteration_reference(weights, us, vs, dims, n_power_iterations: int = 1
     return torch.stack(sigmas)
 
 
+def _check_weight_grad(grad_weight, sigma, u, v, dim, kept, scaled_grad):
+    if not isinstance(grad_weight, torch.Tensor) or grad_weight.dim() < 2 or grad_weight.numel() == 0:
+        raise ValueError("grad_weight must be a non-empty tensor of at least 2 dimensions")
+    if not grad_weight.is_contiguous():
+        raise ValueError("grad_weight must be contiguous (it is updated in place)")
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not -grad_weight.dim() <= dim < grad_weight.dim():
+        raise ValueError(f"dim must be an integer in [-{grad_weight.dim()}, {grad_weight.dim() - 1}], got {dim!r}")
+    p, h, q = weight_layout(grad_weight.shape, dim)
+    tensors = [("sigma", sigma, 1, "hold one value"), ("u", u, h, f"have {h} elements"),
+               ("v", v, p * q, f"have {p * q} elements"), ("kept", kept, None, "")]
+    if scaled_grad is not None:
+        tensors.append(("scaled_grad", scaled_grad, None, ""))
+    for name, x, numel, expected in tensors:
+        if not isinstance(x, torch.Tensor) or x.dtype != grad_weight.dtype or x.device != grad_weight.device:
+            raise ValueError(f"{name} must be a {grad_weight.dtype} tensor on {grad_weight.device}, got "
+                             f"{getattr(x, 'dtype', type(x))} on {getattr(x, 'device', '-')}")
+        if numel is not None and x.numel() != numel:
+            raise ValueError(f"{name} must {expected}, got shape {tuple(x.shape)}")
+    dotted = grad_weight if scaled_grad is None else scaled_grad
+    if kept.numel() != dotted.numel():
+        raise ValueError(f"kept must have as many elements as {'grad_weight' if scaled_grad is None else 'scaled_grad'}"
+                         f" ({dotted.numel()}), got {kept.numel()}")
+
+
+def weight_grad_(grad_weight: torch.Tensor, sigma: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int,
+                 kept: torch.Tensor, scaled_grad: torch.Tensor | None = None, *, impl: str = "auto") -> torch.Tensor:
+    """Completes a spectrally normalised layer's weight gradient in place: adds sigma's
+    share, the gradient through sigma = u^T W v with u, v constant, in one pass.
+
+    With W as :func:`power_iteration_`'s matrix (rows along `dim`):
+
+    - the layer scaled its weight (``scaled_grad`` None): it ran with ``kept = W / sigma``
+      and grad_weight holds G, the gradient of kept; the result is
+      ``(G - <G, kept> u v^T) / sigma``.
+    - the layer scaled its output: it ran ``kept = layer(x, W)``, multiplied by 1 / sigma;
+      ``scaled_grad`` is the output's gradient / sigma and grad_weight holds G, the gradient
+      of W for it; the result is ``G - (<scaled_grad, kept> / sigma) u v^T``.
+
+    Args:
+        grad_weight: contiguous, the weight's shape; updated in place.
+        sigma: one value (read on the device: no synchronisation).
+        u, v: the vectors sigma was computed with (h and P*Q elements).
+        kept, scaled_grad: as above; any shape, the same number of elements.
+
+    Returns:
+        grad_weight. Kernels for float32/float64; other dtypes use the reference.
+    """
+    _check_weight_grad(grad_weight, sigma, u, v, dim, kept, scaled_grad)
+    contiguous = [x.contiguous() for x in (sigma, u, v, kept)]
+    _weight_grad(grad_weight, *contiguous[:3], int(dim), contiguous[3],
+                 None if scaled_grad is None else scaled_grad.contiguous(), impl)
+    return grad_weight
+
+
+def _weight_grad(grad_weight, sigma, u, v, dim, kept, scaled_grad=None, impl="auto") -> None:
+    """:func:`weight_grad_` without the checks (the layers' backward, inputs known good)."""
+    if grad_weight.dtype in KERNEL_DTYPES and use_kernel("weight_grad_", grad_weight.device, impl):
+        torch.ops.medgan_fast.spectral_norm_weight_grad_(grad_weight, sigma, u, v, dim, kept, scaled_grad)
+    else:
+        weight_grad_reference(grad_weight, sigma, u, v, dim, kept, scaled_grad)
+
+
+@torch.no_grad()
+def weight_grad_reference(grad_weight, sigma, u, v, dim, kept, scaled_grad=None) -> torch.Tensor:
+    """:func:`weight_grad_` in torch ops (the test oracle and the fallback)."""
+    p, h, q = weight_layout(grad_weight.shape, dim)
+    sigma = sigma.reshape(())
+    dotted = grad_weight if scaled_grad is None else scaled_grad
+    dot = torch.vdot(dotted.reshape(-1).double(), kept.reshape(-1).double()).to(grad_weight.dtype)
+    rank_one = u.view(1, h, 1) * v.view(p, 1, q)
+    blocks = grad_weight.view(p, h, q)
+    if scaled_grad is None:
+        blocks.sub_(rank_one * dot).div_(sigma)
+    else:
+        blocks.sub_(rank_one * (dot / sigma))
+    return grad_weight
+
+
 class _AttachSigma(torch.autograd.Function):
     """sigma = u^T W v as a function of W (u, v constants), its value already known.
 
@@ -149,3 +230,7 @@ if HAS_CPU_KERNELS:
     @torch.library.register_fake("medgan_fast::spectral_norm_power_iteration_")
     def _power_iteration_fake(weights, us, vs, dims, n_power_iterations, eps):
         return weights[0].new_empty((len(weights),))
+
+    @torch.library.register_fake("medgan_fast::spectral_norm_weight_grad_")
+    def _weight_grad_fake(grad_weight, sigma, u, v, dim, kept, scaled_grad):
+        return None

@@ -21,6 +21,8 @@ from medgan_fast.ops.spectral_norm import (
     attach_sigma,
     power_iteration_,
     power_iteration_reference,
+    weight_grad_,
+    weight_grad_reference,
     weight_layout,
 )
 
@@ -621,6 +623,165 @@ def test_weight_layout(shape, dim, expected):
 
 
 # ---------------------------------------------------------------------------------------
+# weight_grad_: a spectrally normalised layer's weight gradient, completed in place.
+# The oracle is autograd through torch's formulas: sigma = u^T M(W) v with u, v constant.
+
+WEIGHT_GRAD_OP = torch.ops.medgan_fast.spectral_norm_weight_grad_
+WEIGHT_GRAD_CASES = [((7, 5), 0), ((7, 5), 1), ((6, 4, 3, 3), 0), ((6, 4, 3, 3), 1), ((6, 4, 3, 3), 2),
+                     ((3, 5, 2), -1), ((1, 9), 0), ((64, 300), 0), ((4, 8, 300), 1), ((256, 64, 4, 4), 0)]
+
+
+def assert_close_to(actual, expected, magnitude, msg=""):
+    """Equal within the dtype's tolerance, absolute errors measured against `magnitude` (the
+    size of the terms that cancel: the rank-1 term and G nearly cancel in some elements)."""
+    rtol = 1e-4 if actual.dtype == torch.float32 else 1e-7
+    torch.testing.assert_close(actual.cpu(), expected.cpu(), rtol=rtol, atol=rtol * float(magnitude), msg=msg)
+
+
+def sigma_function(u, v, dim):
+    """W -> u^T M(W) v (u, v constant), differentiable: the oracle's sigma."""
+    return lambda w: u @ as_matrix(w, dim) @ v
+
+
+def weight_scaled_case(shape, dim, dtype, device, g):
+    """(grad_weight, sigma, u, v, kept, expected) for a layer that ran with kept = W / sigma and
+    got G as kept's gradient; expected = autograd's gradient of <G, W / sigma(W)>."""
+    w = torch.randn(shape, dtype=torch.float64, generator=g)
+    u, v = (x.double() for x in random_uv(w, dim, g))
+    upstream = torch.randn(shape, dtype=torch.float64, generator=g)
+    w.requires_grad_(True)
+    sigma = sigma_function(u, v, dim)(w)
+    (upstream * (w / sigma)).sum().backward()
+    kept = (w / sigma).detach()
+    upstream, sigma, u, v, kept, expected = (x.to(device, dtype) for x in (upstream, sigma.detach(), u, v, kept, w.grad))
+    return upstream, sigma, u, v, kept, None, expected
+
+
+def output_scaled_case(out_features, in_features, dtype, device, g):
+    """The same for a Linear that ran kept = x W^T and scaled it by 1 / sigma: grad_weight is
+    the gradient of W for the output gradient / sigma; expected = autograd's gradient of
+    <upstream, (x W^T) / sigma(W)>."""
+    w = torch.randn(out_features, in_features, dtype=torch.float64, generator=g)
+    x = torch.randn(5, in_features, dtype=torch.float64, generator=g)
+    u, v = (t.double() for t in random_uv(w, 0, g))
+    upstream = torch.randn(5, out_features, dtype=torch.float64, generator=g)
+    w.requires_grad_(True)
+    sigma = sigma_function(u, v, 0)(w)
+    (upstream * (F.linear(x, w) / sigma)).sum().backward()
+    kept = F.linear(x, w).detach()
+    scaled_grad = upstream / sigma.detach()
+    grad_weight = scaled_grad.T @ x
+    return tuple(t.to(device, dtype) for t in (grad_weight, sigma.detach(), u, v, kept, scaled_grad, w.grad))
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=str)
+@pytest.mark.parametrize("shape, dim", WEIGHT_GRAD_CASES, ids=str)
+def test_weight_grad_weight_scaled_matches_autograd_and_reference(device, assert_close, shape, dim, dtype):
+    g = torch.Generator().manual_seed(len(shape) * 10 + dim)
+    grad_weight, sigma, u, v, kept, _, expected = weight_scaled_case(shape, dim, dtype, device, g)
+    reference = weight_grad_reference(grad_weight.clone(), sigma, u, v, dim, kept)
+    got = weight_grad_(grad_weight, sigma, u, v, dim, kept, impl="kernel")
+    assert got is grad_weight
+    assert_close(got, expected, msg=f"kernel vs autograd {shape} dim={dim}")
+    assert_close(reference, expected, msg=f"reference vs autograd {shape} dim={dim}")
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=str)
+@pytest.mark.parametrize("out_features, in_features", [(7, 5), (1, 9), (9, 1), (64, 300), (300, 64)], ids=str)
+def test_weight_grad_output_scaled_matches_autograd_and_reference(device, assert_close, out_features, in_features,
+                                                                  dtype):
+    g = torch.Generator().manual_seed(out_features * 1000 + in_features)
+    grad_weight, sigma, u, v, kept, scaled_grad, expected = output_scaled_case(out_features, in_features, dtype,
+                                                                                device, g)
+    inputs = [t.clone() for t in (sigma, u, v, kept, scaled_grad)]
+    magnitude = grad_weight.abs().max()
+    reference = weight_grad_reference(grad_weight.clone(), sigma, u, v, 0, kept, scaled_grad)
+    weight_grad_(grad_weight, sigma, u, v, 0, kept, scaled_grad, impl="kernel")
+    assert_close_to(grad_weight, expected, magnitude, msg="kernel vs autograd")
+    assert_close_to(reference, expected, magnitude, msg="reference vs autograd")
+    assert_close(grad_weight, reference)
+    assert all(torch.equal(a, b) for a, b in zip(inputs, (sigma, u, v, kept, scaled_grad)))  # only grad_weight changes
+
+
+@pytest.mark.parametrize("num_threads", [1, 2, 5], indirect=True)
+@pytest.mark.parametrize("scaled", [False, True])
+def test_weight_grad_independent_of_thread_count(num_threads, scaled):
+    """The dot product is summed in fixed chunks (large enough here to run on several threads)."""
+    g = torch.Generator().manual_seed(4)
+    grad_weight = torch.randn(256, 64, 4, 4, generator=g)
+    u, v = random_uv(grad_weight, 1, g)
+    kept = torch.randn(70_000 if scaled else grad_weight.numel(), generator=g)
+    scaled_grad = torch.randn(70_000, generator=g) if scaled else None
+    sigma = torch.tensor([1.7])
+    got = weight_grad_(grad_weight.clone(), sigma, u, v, 1, kept, scaled_grad)
+    torch.set_num_threads(1)
+    expected = weight_grad_(grad_weight.clone(), sigma, u, v, 1, kept, scaled_grad)
+    torch.set_num_threads(num_threads)
+    assert torch.equal(got, expected)
+
+
+def test_weight_grad_low_precision_uses_the_reference(assert_close):
+    g = torch.Generator().manual_seed(6)
+    grad_weight, sigma, u, v, kept, _, expected = weight_scaled_case((6, 4, 3, 3), 1, torch.float64, "cpu", g)
+    got = weight_grad_(grad_weight.bfloat16(), sigma.bfloat16(), u.bfloat16(), v.bfloat16(), 1, kept.bfloat16())
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.double(), expected, rtol=0.05, atol=0.05)
+
+
+def _weight_grad_args(**changes):
+    args = {"grad_weight": torch.randn(6, 4, 3, 3), "sigma": torch.tensor(2.0), "u": torch.randn(6),
+            "v": torch.randn(36), "dim": 0, "kept": torch.randn(6, 4, 3, 3), "scaled_grad": None}
+    args.update(changes)
+    return args
+
+
+WEIGHT_GRAD_BAD_INPUTS = {
+    "grad_weight 1-D": ({"grad_weight": torch.randn(6)}, "grad_weight must be a non-empty tensor"),
+    "grad_weight not contiguous": ({"grad_weight": torch.randn(4, 6, 3, 3).transpose(0, 1)}, "grad_weight must be contiguous"),
+    "dim out of range": ({"dim": 4}, r"dim must be an integer in \[-4, 3\]"),
+    "u too short": ({"u": torch.randn(5)}, "u must have 6 elements"),
+    "v wrong dtype": ({"v": torch.randn(36, dtype=torch.float64)}, "v must be a torch.float32 tensor"),
+    "sigma two values": ({"sigma": torch.ones(2)}, "sigma must hold one value"),
+    "kept wrong size": ({"kept": torch.randn(5)}, r"kept must have as many elements as grad_weight \(216\)"),
+    "scaled_grad wrong size": ({"scaled_grad": torch.randn(7)}, r"as many elements as scaled_grad \(7\)"),
+    "kept not a tensor": ({"kept": [1.0]}, "kept must be a torch.float32 tensor"),
+}
+
+
+@pytest.mark.parametrize("case", list(WEIGHT_GRAD_BAD_INPUTS))
+def test_weight_grad_bad_inputs(case):
+    changes, message = WEIGHT_GRAD_BAD_INPUTS[case]
+    with pytest.raises(ValueError, match=message):
+        weight_grad_(**_weight_grad_args(**changes))
+
+
+def test_weight_grad_kernel_checks_its_inputs():
+    """The registered op refuses bad inputs itself (it is public as torch.ops.medgan_fast.*)."""
+    WEIGHT_GRAD_OP(*_weight_grad_args().values())
+    for changes, message in [({"grad_weight": torch.randn(4, 6, 3, 3).transpose(0, 1)}, "grad_weight must be a"),
+                             ({"dim": -5}, "dim = -5 is out of range"),
+                             ({"u": torch.randn(5)}, "u must be a contiguous vector of 6"),
+                             ({"v": torch.randn(36).double()}, "v must be Float"),
+                             ({"sigma": torch.ones(3)}, "sigma must hold one value"),
+                             ({"kept": torch.randn(3)}, "kept must have as many elements as grad_weight"),
+                             ({"scaled_grad": torch.randn(8, 2)[:, 0]}, "scaled_grad must be a contiguous"),
+                             ({"grad_weight": torch.randn(6, 4, 3, 3, dtype=torch.float16)}, "float32 or float64")]:
+        with pytest.raises(RuntimeError, match=message):
+            WEIGHT_GRAD_OP(*_weight_grad_args(**changes).values())
+
+
+def test_weight_grad_opcheck(device):
+    g = torch.Generator().manual_seed(8)
+    for dtype in KERNEL_DTYPES:
+        w_case = weight_scaled_case((8, 3, 4, 4), 1, dtype, device, g)
+        o_case = output_scaled_case(9, 6, dtype, device, g)
+        for grad_weight, sigma, u, v, kept, scaled_grad, _ in (w_case, o_case):
+            dim = 1 if scaled_grad is None else 0
+            result = torch.library.opcheck(WEIGHT_GRAD_OP.default, (grad_weight, sigma, u, v, dim, kept, scaled_grad))
+            assert all(r == "SUCCESS" for r in result.values()), result
+
+
+# ---------------------------------------------------------------------------------------
 # CPU vs CUDA
 
 @pytest.mark.cuda
@@ -637,3 +798,19 @@ def test_cpu_equals_cuda(assert_close, n, dtype):
     assert cuda[0].is_cuda
     for a, b in zip([cuda[0]] + cuda[1] + cuda[2], [cpu[0]] + cpu[1] + cpu[2]):
         assert_close(a.cpu(), b)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=str)
+def test_weight_grad_cpu_equals_cuda(assert_close, dtype):
+    g = torch.Generator().manual_seed(9)
+    for shape, dim in WEIGHT_GRAD_CASES:
+        grad_weight, sigma, u, v, kept, _, _ = weight_scaled_case(shape, dim, dtype, "cpu", g)
+        cpu = weight_grad_(grad_weight.clone(), sigma, u, v, dim, kept)
+        cuda = weight_grad_(grad_weight.cuda(), sigma.cuda(), u.cuda(), v.cuda(), dim, kept.cuda())
+        assert cuda.is_cuda
+        assert_close(cuda.cpu(), cpu, msg=f"{shape} dim={dim}")
+    grad_weight, sigma, u, v, kept, scaled_grad, _ = output_scaled_case(300, 64, dtype, "cpu", g)
+    cpu = weight_grad_(grad_weight.clone(), sigma, u, v, 0, kept, scaled_grad)
+    cuda = weight_grad_(*(t.cuda() for t in (grad_weight, sigma, u, v)), 0, kept.cuda(), scaled_grad.cuda())
+    assert_close(cuda.cpu(), cpu)

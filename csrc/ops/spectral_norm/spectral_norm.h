@@ -64,6 +64,47 @@ MF_HD Scales<T> finish_scales(T t_sq, T s_sq, T eps) {
 }
 
 // ---------------------------------------------------------------------------------------
+// The weight gradient of a spectrally normalised layer, completed in place: sigma's share,
+// the rank-1 term through sigma = u^T W v (u, v constant), added in one pass over it.
+//   weight scaled (the layer ran with kept = W / sigma; grad holds G, the gradient of kept):
+//     grad_W = (G - <G, kept> u v^T) / sigma
+//   output scaled (the layer ran with W and multiplied its output kept = layer(x, W) by
+//   1 / sigma; grad holds G, the gradient of W for the incoming gradient / sigma = a):
+//     grad_W = G - (<a, kept> / sigma) u v^T
+// Both are grad_W = scale * (G - coefficient * u v^T) with these two numbers (the dot
+// product is summed in double):
+template <typename T>
+struct RankOneTerm {
+  T scale;
+  T coefficient;
+};
+
+template <typename T>
+MF_HD RankOneTerm<T> rank_one_term(T sigma, double dot, bool weight_scaled) {
+  return weight_scaled ? RankOneTerm<T>{T(1) / sigma, static_cast<T>(dot)}
+                       : RankOneTerm<T>{T(1), static_cast<T>(dot / sigma)};
+}
+
+// One element of row r, column c; coefficient_u = term.coefficient * u[r].
+template <typename T>
+MF_HD T completed_weight_grad(T g, T coefficient_u, T v_c, T scale) {
+  return scale * (g - coefficient_u * v_c);
+}
+
+template <typename T>
+struct WeightGrad {
+  T* grad;          // (P, h, Q), contiguous, updated in place
+  const T* kept;    // n_kept elements
+  const T* a;       // n_kept elements: grad itself (weight scaled) or the output gradient / sigma
+  int64_t n_kept;
+  const T* sigma;   // one value, read on the device
+  const T* u;       // (h)
+  const T* v;       // (P*Q)
+  int64_t P, h, Q;
+  bool weight_scaled;
+};
+
+// ---------------------------------------------------------------------------------------
 // Drivers. `sigmas` gets one value per layer. n_iterations = 0: sigma = u . (W v), u and v
 // unchanged.
 
@@ -71,5 +112,9 @@ void power_iteration_cpu_f32(Layer<float>* layers, int count, int64_t n_iteratio
 void power_iteration_cpu_f64(Layer<double>* layers, int count, int64_t n_iterations, double eps, double* sigmas);
 void power_iteration_cuda_f32(Layer<float>* layers, int count, int64_t n_iterations, double eps, float* sigmas);
 void power_iteration_cuda_f64(Layer<double>* layers, int count, int64_t n_iterations, double eps, double* sigmas);
+void weight_grad_cpu_f32(const WeightGrad<float>& g);
+void weight_grad_cpu_f64(const WeightGrad<double>& g);
+void weight_grad_cuda_f32(const WeightGrad<float>& g);
+void weight_grad_cuda_f64(const WeightGrad<double>& g);
 
 }  // namespace medgan_fast::spectral_norm

@@ -114,7 +114,55 @@ void power_iteration(Layer<T>* layers, int count, int64_t n_iterations, double e
   }
 }
 
+// <a, b> in double: fixed chunks, each summed in double lanes, the chunks summed in order,
+// so the result does not depend on the number of threads.
+template <typename T>
+MF_CPU_CLONES double chunk_dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  constexpr int kLanes = 8;
+  double lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) lanes[j] += static_cast<double>(a[i + j]) * static_cast<double>(b[i + j]);
+  double acc = 0;
+  for (; i < n; ++i) acc += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  for (int j = 0; j < kLanes; ++j) acc += lanes[j];
+  return acc;
+}
+
+template <typename T>
+double parallel_dot(const T* a, const T* b, int64_t n) {
+  constexpr int64_t kChunk = 1 << 14;
+  std::vector<double> partials((n + kChunk - 1) / kChunk);
+  at::parallel_for(0, static_cast<int64_t>(partials.size()), 2, [&](int64_t first, int64_t last) {
+    for (int64_t c = first; c < last; ++c) partials[c] = chunk_dot(a + c * kChunk, b + c * kChunk,
+                                                                   std::min(kChunk, n - c * kChunk));
+  });
+  double total = 0;
+  for (double partial : partials) total += partial;
+  return total;
+}
+
+// Row (p, r) of the weight gradient: Q elements, against v[p*Q:(p+1)*Q].
+template <typename T>
+MF_CPU_CLONES void rank_one_row(T* __restrict grad, const T* __restrict v, T coefficient_u, T scale, int64_t n) {
+  for (int64_t q = 0; q < n; ++q) grad[q] = completed_weight_grad(grad[q], coefficient_u, v[q], scale);
+}
+
+// The dot product first (with the weight scaled it reads grad, which the rows then rewrite).
+template <typename T>
+void weight_grad(const WeightGrad<T>& g) {
+  const RankOneTerm<T> term = rank_one_term(*g.sigma, parallel_dot(g.a, g.kept, g.n_kept), g.weight_scaled);
+  const int64_t rows = g.P * g.h;
+  at::parallel_for(0, rows, std::max<int64_t>(1, kGrainWeights / g.Q), [&](int64_t first, int64_t last) {
+    for (int64_t row = first; row < last; ++row)
+      rank_one_row(g.grad + row * g.Q, g.v + (row / g.h) * g.Q, term.coefficient * g.u[row % g.h], term.scale, g.Q);
+  });
+}
+
 }  // namespace
+
+void weight_grad_cpu_f32(const WeightGrad<float>& g) { weight_grad(g); }
+void weight_grad_cpu_f64(const WeightGrad<double>& g) { weight_grad(g); }
 
 void power_iteration_cpu_f32(Layer<float>* layers, int count, int64_t n_iterations, double eps, float* sigmas) {
   power_iteration(layers, count, n_iterations, eps, sigmas);
