@@ -12,19 +12,24 @@
 namespace medgan_fast::spectral_norm {
 namespace {
 
-// a . b with independent partial sums: a single running sum is a dependency chain the
-// compiler may not reorder (no -ffast-math), so it would not vectorise.
-template <typename T>
-MF_CPU_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
-  constexpr int kLanes = 16;
-  T lanes[kLanes] = {};
+// a . b summed in Acc with kLanes independent partial sums: a single running sum is a
+// dependency chain the compiler may not reorder (no -ffast-math), so it would not vectorise.
+template <typename Acc, int kLanes, typename T>
+MF_CPU_INLINE Acc lane_dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  Acc lanes[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) lanes[j] += a[i + j] * b[i + j];
-  T acc = 0;
-  for (; i < n; ++i) acc += a[i] * b[i];
+    for (int j = 0; j < kLanes; ++j) lanes[j] += static_cast<Acc>(a[i + j]) * static_cast<Acc>(b[i + j]);
+  Acc acc = 0;
+  for (; i < n; ++i) acc += static_cast<Acc>(a[i]) * static_cast<Acc>(b[i]);
   for (int j = 0; j < kLanes; ++j) acc += lanes[j];
   return acc;
+}
+
+// The power iteration sums in the weight's dtype, as torch.mv does.
+template <typename T>
+MF_CPU_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  return lane_dot<T, 16>(a, b, n);
 }
 
 template <typename T>
@@ -118,15 +123,7 @@ void power_iteration(Layer<T>* layers, int count, int64_t n_iterations, double e
 // so the result does not depend on the number of threads.
 template <typename T>
 MF_CPU_CLONES double chunk_dot(const T* __restrict a, const T* __restrict b, int64_t n) {
-  constexpr int kLanes = 8;
-  double lanes[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) lanes[j] += static_cast<double>(a[i + j]) * static_cast<double>(b[i + j]);
-  double acc = 0;
-  for (; i < n; ++i) acc += static_cast<double>(a[i]) * static_cast<double>(b[i]);
-  for (int j = 0; j < kLanes; ++j) acc += lanes[j];
-  return acc;
+  return lane_dot<double, 8>(a, b, n);
 }
 
 template <typename T>
