@@ -82,9 +82,9 @@ def weight_grad_steps(device):
     v = nn.functional.normalize(torch.randn(4096, generator=g), dim=0).to(device)
     upstream = torch.randn(weight.shape, generator=g).to(device)
     leaf = weight.clone().requires_grad_(True)
-    scaled = leaf / (u @ leaf.view(512, -1) @ v)
-    sigma = (u @ weight.view(512, -1) @ v).detach()
-    kept, buffer = scaled.detach(), torch.empty_like(weight)
+    sigma = u @ leaf.view(512, -1) @ v
+    scaled = leaf / sigma
+    sigma, kept, buffer = sigma.detach(), scaled.detach(), torch.empty_like(weight)
     expected = torch.autograd.grad(scaled, leaf, upstream, retain_graph=True)[0]
     torch.testing.assert_close(weight_grad_(buffer.copy_(upstream), sigma, u, v, 0, kept), expected,
                                rtol=1e-4, atol=1e-6)

@@ -162,8 +162,7 @@ def weight_grad_(grad_weight: torch.Tensor, sigma: torch.Tensor, u: torch.Tensor
         grad_weight. Kernels for float32/float64; other dtypes use the reference.
     """
     _check_weight_grad(grad_weight, sigma, u, v, dim, kept, scaled_grad)
-    contiguous = [x.contiguous() for x in (sigma, u, v, kept)]
-    _weight_grad(grad_weight, *contiguous[:3], int(dim), contiguous[3],
+    _weight_grad(grad_weight, sigma.contiguous(), u.contiguous(), v.contiguous(), int(dim), kept.contiguous(),
                  None if scaled_grad is None else scaled_grad.contiguous(), impl)
     return grad_weight
 

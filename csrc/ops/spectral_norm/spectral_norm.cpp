@@ -20,6 +20,19 @@ struct Backend {
   decltype(&weight_grad_cpu_f64) weight_grad_f64;
 };
 
+// The weight as (P, h, Q) blocks (spectral_norm.h), its rows along dim (non-negative).
+struct Blocks {
+  int64_t P = 1, h = 1, Q = 1;
+};
+
+Blocks weight_blocks(at::IntArrayRef sizes, int64_t dim) {
+  Blocks b;
+  b.h = sizes[dim];
+  for (int64_t d = 0; d < dim; ++d) b.P *= sizes[d];
+  for (int64_t d = dim + 1; d < static_cast<int64_t>(sizes.size()); ++d) b.Q *= sizes[d];
+  return b;
+}
+
 template <typename T>
 at::Tensor run(at::TensorList weights, at::TensorList us, at::TensorList vs, at::IntArrayRef dims, int64_t n,
                double eps, void (*driver)(Layer<T>*, int, int64_t, double, T*)) {
@@ -29,12 +42,10 @@ at::Tensor run(at::TensorList weights, at::TensorList us, at::TensorList vs, at:
   int64_t rows = 0, columns = 0;
   for (int k = 0; k < count; ++k) {
     contiguous.push_back(weights[k].contiguous());
-    const auto sizes = weights[k].sizes();
     const int64_t dim = dims[k] < 0 ? dims[k] + weights[k].dim() : dims[k];
+    const Blocks blocks = weight_blocks(weights[k].sizes(), dim);
     Layer<T>& L = layers[k];
-    L.P = 1, L.Q = 1, L.h = sizes[dim];
-    for (int64_t d = 0; d < dim; ++d) L.P *= sizes[d];
-    for (int64_t d = dim + 1; d < static_cast<int64_t>(sizes.size()); ++d) L.Q *= sizes[d];
+    L.P = blocks.P, L.h = blocks.h, L.Q = blocks.Q;
     L.weight = contiguous.back().data_ptr<T>();
     L.u = us[k].data_ptr<T>();
     L.v = vs[k].data_ptr<T>();
@@ -106,10 +117,8 @@ WeightGrad<T> weight_grad_arguments(const at::Tensor& grad_weight, const at::Ten
   g.sigma = sigma.data_ptr<T>();
   g.u = u.data_ptr<T>();
   g.v = v.data_ptr<T>();
-  const auto sizes = grad_weight.sizes();
-  g.P = 1, g.Q = 1, g.h = sizes[dim];
-  for (int64_t d = 0; d < dim; ++d) g.P *= sizes[d];
-  for (int64_t d = dim + 1; d < grad_weight.dim(); ++d) g.Q *= sizes[d];
+  const Blocks blocks = weight_blocks(grad_weight.sizes(), dim);
+  g.P = blocks.P, g.h = blocks.h, g.Q = blocks.Q;
   g.weight_scaled = weight_scaled;
   return g;
 }
