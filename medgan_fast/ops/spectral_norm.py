@@ -117,6 +117,8 @@ def power_iteration_reference(weights, us, vs, dims, n_power_iterations: int = 1
 def _check_weight_grad(grad_weight, sigma, u, v, dim, kept, scaled_grad):
     if not isinstance(grad_weight, torch.Tensor) or grad_weight.dim() < 2 or grad_weight.numel() == 0:
         raise ValueError("grad_weight must be a non-empty tensor of at least 2 dimensions")
+    if not grad_weight.is_floating_point():
+        raise ValueError(f"grad_weight must be a floating-point tensor, got {grad_weight.dtype}")
     if not grad_weight.is_contiguous():
         raise ValueError("grad_weight must be contiguous (it is updated in place)")
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not -grad_weight.dim() <= dim < grad_weight.dim():

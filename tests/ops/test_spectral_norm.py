@@ -737,6 +737,8 @@ def _weight_grad_args(**changes):
 
 WEIGHT_GRAD_BAD_INPUTS = {
     "grad_weight 1-D": ({"grad_weight": torch.randn(6)}, "grad_weight must be a non-empty tensor"),
+    "grad_weight integer": ({"grad_weight": torch.ones(6, 4, 3, 3, dtype=torch.int64)},
+                            "grad_weight must be a floating-point tensor, got torch.int64"),
     "grad_weight not contiguous": ({"grad_weight": torch.randn(4, 6, 3, 3).transpose(0, 1)}, "grad_weight must be contiguous"),
     "dim out of range": ({"dim": 4}, r"dim must be an integer in \[-4, 3\]"),
     "u too short": ({"u": torch.randn(5)}, "u must have 6 elements"),
