@@ -24,6 +24,12 @@ TORCH_LIBRARY(medgan_fast, m) {
   // else the output gradient / sigma (the layer scaled its output, kept = layer(x, W)).
   m.def("spectral_norm_weight_grad_(Tensor(a!) grad_weight, Tensor sigma, Tensor u, Tensor v, int dim, "
         "Tensor kept, Tensor? scaled_grad) -> ()");
+  // A spectrally normalised Linear (stride empty) or convolution (aten.convolution's
+  // arguments), bias included: layer(x, W / sigma) + b, or layer(x, W) / sigma + b if not
+  // scale_weight; its backward adds sigma's share of the weight gradient (u, v constant).
+  m.def("spectral_norm_layer(Tensor input, Tensor weight, Tensor? bias, Tensor sigma, Tensor u, Tensor v, int dim, "
+        "bool scale_weight, int[] stride, int[] padding, int[] dilation, bool transposed, int[] output_padding, "
+        "int groups) -> Tensor");
 
   // metrics: x, y (N, C, H, W) float32/float64; per-image statistics of the image-quality
   // metrics (medgan_fast/ops/metrics.py says what each returns).

@@ -11,10 +11,12 @@ training mode, sigma = u^T W v, gradients through W only, 1-D weights normalised
   its weight (W / sigma is formed). Both give the same result; scaling a large output
   costs several passes over activations (forward and backward), forming W / sigma several
   passes over the weight, so late layers of a discriminator (small outputs, large weights)
-  scale outputs and early ones (large outputs, small weights) scale weights. Their
-  backward adds sigma's rank-1 share of the weight gradient in place into the layer's own
-  weight gradient. Under autocast, with string padding or unbatched input, the module's
-  own forward runs with W / sigma. ``module.weight`` returns W / sigma for code that reads it.
+  scale outputs and early ones (large outputs, small weights) scale weights. Each such
+  layer is one op with its backward in C++ (medgan_fast.ops.spectral_norm.layer), which
+  adds sigma's rank-1 share of the weight gradient in place into the layer's own weight
+  gradient. Under autocast, with string padding, unbatched input, or weights of a dtype
+  or device without our kernels, the module's own forward runs with W / sigma.
+  ``module.weight`` returns W / sigma for code that reads it.
 - :func:`fuse_spectral_norm` makes one model's spectral-norm layers share a single
   multi-weight power-iteration call per forward (medgan_fast.ops.power_iteration_)
   instead of a chain of small kernels per layer.
@@ -29,9 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .._ext import has_kernel
 from ..ops.spectral_norm import (
+    KERNEL_DTYPES,
     _power_iteration,
-    _weight_grad,
     attach_sigma,
     power_iteration_,
 )
@@ -108,104 +111,16 @@ def _our_spectral_norm(module: nn.Module) -> SpectralNorm | None:
     return sn if isinstance(sn, SpectralNorm) and chain.original.ndim >= 2 else None
 
 
-def _layer(arguments: tuple, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """A Linear (`arguments` empty) or convolution (aten.convolution's arguments after
-    input, weight and bias)."""
-    if not arguments:
-        return F.linear(input, weight, bias)
-    return torch.ops.aten.convolution(input, weight, bias, *arguments)
-
-
-def _layer_backward(arguments: tuple, grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, needs):
-    """(grad_input, grad_weight, grad_bias) of :func:`_layer`, None where `needs` says so."""
-    if arguments:
-        bias_sizes = [grad.shape[1]] if needs[2] else None
-        grads = torch.ops.aten.convolution_backward(grad, input, weight, bias_sizes, *arguments, list(needs))
-        return tuple(g if need else None for g, need in zip(grads, needs))
-    rows = grad.reshape(-1, grad.shape[-1])
-    return (grad.matmul(weight) if needs[0] else None,
-            rows.t().mm(input.reshape(-1, input.shape[-1])) if needs[1] else None,
-            _bias_gradient(arguments, grad) if needs[2] else None)
-
-
-def _bias_gradient(arguments: tuple, grad: torch.Tensor) -> torch.Tensor:
-    """The gradient of :func:`_layer`'s bias: grad summed over all but the channels."""
-    if arguments:
-        return grad.sum([d for d in range(grad.ndim) if d != 1])
-    return grad.reshape(-1, grad.shape[-1]).sum(0)
-
-
-def _channels(bias: torch.Tensor, arguments: tuple, ndim: int) -> torch.Tensor:
-    """The bias shaped to broadcast along the output's channels."""
-    return bias.view(-1, *([1] * (ndim - 2))) if arguments else bias
-
-
-class _SpectralNormLayer(torch.autograd.Function):
-    """A spectrally normalised Linear or convolution, bias included:
-    ``layer(x, W / sigma) + b`` (weight scaled) or ``layer(x, W) / sigma + b`` (output
-    scaled), with sigma = u^T W v and u, v held constant (the forward's power iteration).
-
-    Why not plain autograd: it writes sigma's share of the weight gradient, the rank-1
-    term c u v^T, into a new weight-sized tensor and then adds it to the layer's weight
-    gradient, two more passes over memory (most of the spectral norm's cost in a DCGAN
-    discriminator step on CPU, measured). Here the rank-1 term is added in place into the
-    gradient the layer's backward returns, by medgan_fast.ops.weight_grad_, in one pass. c
-    needs <g, layer(x, W)>: the output-scaled path keeps layer(x, W) (the smaller tensor in
-    that path), the weight-scaled path W / sigma (<G, W / sigma>, the layer being linear in W).
-
-    Double backward (gradient penalties) recomputes the plain formula.
-    """
-
-    @staticmethod
-    def forward(ctx, input, arguments, weight, bias, sigma, u, v, dim, scale_weight):
-        ctx.arguments, ctx.scale_weight, ctx.dim = arguments, scale_weight, dim
-        reciprocal = sigma.reciprocal()
-        if scale_weight:
-            kept = weight * reciprocal
-            out = _layer(arguments, input, kept, bias)
-        else:
-            kept = _layer(arguments, input, weight, None)
-            out = kept * reciprocal if bias is None else torch.addcmul(_channels(bias, arguments, kept.ndim), kept,
-                                                                        reciprocal)
-        ctx.save_for_backward(input, weight, bias, sigma, u, v, kept)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        input, weight, bias, sigma, u, v, kept = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph: differentiate the plain formula
-            return _SpectralNormLayer._plain_backward(ctx, grad, input, weight, bias, sigma, u, v)
-        needs = (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:4])
-        if ctx.scale_weight:
-            scaled = None
-            grad_input, grad_weight, grad_bias = _layer_backward(ctx.arguments, grad, input, kept, needs)
-        else:
-            scaled = (grad * sigma.reciprocal()).contiguous()
-            grad_input, grad_weight, _ = _layer_backward(ctx.arguments, scaled, input, weight, (*needs[:2], False))
-            grad_bias = _bias_gradient(ctx.arguments, grad) if needs[2] else None
-        if grad_weight is not None:
-            grad_weight = grad_weight.contiguous()
-            _weight_grad(grad_weight, sigma, u, v, ctx.dim, kept.contiguous(), scaled)
-        return grad_input, None, grad_weight, grad_bias, None, None, None, None, None
-
-    @staticmethod
-    def _plain_backward(ctx, grad, input, weight, bias, sigma, u, v):
-        needs = (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:4])
-        inputs = [x for x, need in zip((input, weight, bias), needs) if need]
-        out = _layer(ctx.arguments, input, weight / attach_sigma(weight, sigma, u, v, ctx.dim), bias)
-        grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True))
-        grad_input, grad_weight, grad_bias = (next(grads) if need else None for need in needs)
-        return grad_input, None, grad_weight, grad_bias, None, None, None, None, None
-
-
 def _fused_layer_call(module: nn.Module, weight: torch.Tensor, input: torch.Tensor, output_size=None):
-    """(input, arguments) for :class:`_SpectralNormLayer`, reflection/replication/circular
-    padding applied to the input; None for what the module's own forward (with W / sigma)
-    handles instead: autocast, string padding, unbatched input."""
-    if torch.is_autocast_enabled(input.device.type):
+    """(input, convolution arguments: stride, padding, dilation, transposed, output_padding,
+    groups) for medgan_fast::spectral_norm_layer, reflection/replication/circular padding
+    applied to the input; None for what the module's own forward (with W / sigma) handles
+    instead: autocast, string padding, unbatched input, weights without our kernels."""
+    if (torch.is_autocast_enabled(input.device.type) or weight.dtype not in KERNEL_DTYPES
+            or not has_kernel(weight.device)):
         return None
     if isinstance(module, nn.Linear):
-        return input, ()
+        return input, ((), (), (), False, (), 1)
     spatial = weight.ndim - 2
     if isinstance(module.padding, str) or input.ndim != spatial + 2:
         return None
@@ -248,8 +163,10 @@ def _scaled_forward(self, input, *args, **kwargs):
     if sn is None or call is None:  # other or stacked parametrizations, removed, or left to the module: W / sigma
         return self._medgan_fast_base.forward(self, input, *args, **kwargs)
     scale_weight = _scales_weight(self, input, weight)
+    padded, arguments = call
     sigma, u, v = sn._iterate(weight)
-    return _SpectralNormLayer.apply(*call, weight, self.bias, sigma, u, v, sn.dim, scale_weight)
+    return torch.ops.medgan_fast.spectral_norm_layer(padded, weight, self.bias, sigma, u, v, sn.dim, scale_weight,
+                                                     *arguments)
 
 
 _SCALED_CLASSES: dict[type, type] = {}

@@ -3,7 +3,8 @@ backward through sigma completed in one pass over a layer's weight gradient.
 
 Kernels: csrc/ops/spectral_norm (power iteration, CUDA: three launches per iteration for
 all weights together; CPU: one parallel pass over all weights' rows. Weight gradient: a
-dot product and one pass over the gradient, CUDA: two launches).
+dot product and one pass over the gradient, CUDA: two launches). :func:`layer` is a whole
+normalised Linear/convolution with its backward in C++ (aten ops and the weight gradient).
 The layer built on them is :func:`medgan_fast.nn.spectral_norm`.
 """
 
@@ -16,8 +17,8 @@ import torch.nn.functional as F
 
 from .._ext import HAS_CPU_KERNELS, use_kernel
 
-__all__ = ["attach_sigma", "power_iteration_", "power_iteration_reference", "weight_grad_", "weight_grad_reference",
-           "weight_layout"]
+__all__ = ["attach_sigma", "layer", "layer_reference", "power_iteration_", "power_iteration_reference", "weight_grad_",
+           "weight_grad_reference", "weight_layout"]
 
 KERNEL_DTYPES = (torch.float32, torch.float64)
 
@@ -225,6 +226,73 @@ def attach_sigma(weight: torch.Tensor, sigma: torch.Tensor, u: torch.Tensor, v: 
     gradient is that of u^T W v with u, v held constant, as in torch's spectral_norm.
     Pass copies of u and v: the backward needs them as they were in this forward."""
     return _AttachSigma.apply(weight, sigma, u, v, dim)
+
+
+def layer(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, sigma: torch.Tensor, u: torch.Tensor,
+          v: torch.Tensor, dim: int, scale_weight: bool, convolution: tuple | None = None) -> torch.Tensor:
+    """A spectrally normalised Linear or convolution, bias included, differentiable in
+    input, weight and bias, with sigma's share of the weight gradient added in place (by
+    :func:`weight_grad_`) in its backward:
+
+    - ``scale_weight``: ``layer(input, W / sigma) + bias``;
+    - otherwise: ``layer(input, W) / sigma + bias`` (the same function; cheaper when the
+      output is smaller than the weight).
+
+    sigma is ``u^T W v`` with u, v constant: pass sigma from :func:`power_iteration_` and
+    copies of u, v that nothing updates before the backward.
+
+    Args:
+        convolution: aten.convolution's arguments after input, weight and bias (stride,
+            padding, dilation, transposed, output_padding, groups); None for a Linear layer.
+
+    Returns:
+        The layer's output. Weights of other dtypes or devices without kernels use
+        :func:`layer_reference`.
+    """
+    arguments = _check_layer(input, weight, bias, sigma, u, v, dim, convolution)
+    if weight.dtype in KERNEL_DTYPES and use_kernel("layer", weight.device, "auto"):
+        return torch.ops.medgan_fast.spectral_norm_layer(input, weight, bias, sigma.reshape(()), u.contiguous(),
+                                                         v.contiguous(), dim % weight.dim(), bool(scale_weight),
+                                                         *arguments)
+    return layer_reference(input, weight, bias, sigma, u, v, dim, scale_weight, convolution)
+
+
+def _check_layer(input, weight, bias, sigma, u, v, dim, convolution) -> tuple:
+    """The op's convolution arguments (empty stride for a Linear layer) after checking all."""
+    for name, x in (("input", input), ("weight", weight), ("sigma", sigma), ("u", u), ("v", v)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    if weight.dim() < 2 or not weight.is_floating_point():
+        raise ValueError(f"weight must be a floating-point tensor of at least 2 dimensions, got shape "
+                         f"{tuple(weight.shape)} {weight.dtype}")
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not -weight.dim() <= dim < weight.dim():
+        raise ValueError(f"dim must be an integer in [-{weight.dim()}, {weight.dim() - 1}], got {dim!r}")
+    p, h, q = weight_layout(weight.shape, dim)
+    for name, x, numel in (("sigma", sigma, 1), ("u", u, h), ("v", v, p * q)):
+        if x.numel() != numel or x.dtype != weight.dtype or x.device != weight.device or (name != "sigma" and x.dim() != 1):
+            raise ValueError(f"{name} must be a {weight.dtype} {'value' if numel == 1 else 'vector'} of {numel} "
+                             f"element(s) on {weight.device}, got shape {tuple(x.shape)} {x.dtype} on {x.device}")
+    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.dtype != weight.dtype):
+        raise ValueError(f"bias must be None or a {weight.dtype} tensor, got {getattr(bias, 'dtype', type(bias))}")
+    if convolution is None:
+        return (), (), (), False, (), 1
+    if len(convolution) != 6:
+        raise ValueError("convolution must be (stride, padding, dilation, transposed, output_padding, groups), got "
+                         f"{convolution!r}")
+    stride, padding, dilation, transposed, output_padding, groups = convolution
+    if not stride:
+        raise ValueError("convolution's stride must not be empty (pass convolution=None for a Linear layer)")
+    return tuple(stride), tuple(padding), tuple(dilation), bool(transposed), tuple(output_padding), int(groups)
+
+
+def layer_reference(input, weight, bias, sigma, u, v, dim, scale_weight=True, convolution=None) -> torch.Tensor:
+    """:func:`layer` as torch's spectral_norm computes it, ``layer(input, W / sigma(W)) +
+    bias`` with :func:`attach_sigma` (the test oracle and the fallback; scale_weight does
+    not change the function)."""
+    scaled = weight / attach_sigma(weight, sigma.reshape(()), u, v, dim)
+    if not convolution:
+        return F.linear(input, scaled, bias)
+    return torch.ops.aten.convolution(input, scaled, bias, *convolution)
 
 
 if HAS_CPU_KERNELS:
