@@ -57,7 +57,9 @@ class SpectralNorm(nn.Module):
             raise ValueError(f"n_power_iterations must be positive, got {n_power_iterations}")
         self.dim = dim if dim >= 0 else dim + ndim
         self.eps = eps
-        self._pending: torch.Tensor | None = None  # sigma computed by a fused call for this forward
+        # sigma computed by a fused call for this forward, in a list: nn.Module.__setattr__
+        # is slow Python, and this is set and cleared for every layer in every forward.
+        self._pending: list[torch.Tensor | None] = [None]
         if ndim > 1:
             self.n_power_iterations = n_power_iterations
             matrix = weight.detach().movedim(self.dim, 0).flatten(1)
@@ -72,23 +74,34 @@ class SpectralNorm(nn.Module):
     def sigma(self, weight: torch.Tensor) -> torch.Tensor:
         """sigma(W), differentiable in W; runs this forward's power iteration (training
         mode) unless a fused call already did."""
-        value, u, v = self._iterate(weight)
+        value, u, v = self._snapshot(weight)
         return attach_sigma(weight, value, u, v, self.dim)
+
+    def _snapshot(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_iterate`, out of the graph when torch.compile traces it."""
+        if torch.compiler.is_compiling():
+            return self._iterate_outside_graph(weight)
+        return self._iterate(weight)
 
     # Eager even under torch.compile: the in-place buffer updates inside a compiled graph
     # let inductor save the buffer itself for backward (eliding our copies) and then reuse
     # its storage as backward scratch, corrupting _v. Out here the graph gets fresh tensors.
+    # (Not the decorator on _iterate itself: its wrapper costs more than the layer's own
+    # Python in eager mode.)
     @torch.compiler.disable
+    def _iterate_outside_graph(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._iterate(weight)
+
     def _iterate(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """sigma's value and copies of u and v (a later forward updates the buffers before
         this one's backward runs)."""
-        value, self._pending = self._pending, None
+        pending, u, v = self._pending, self._buffers["_u"], self._buffers["_v"]
+        value, pending[0] = pending[0], None
         if value is None:
             with torch.no_grad():
                 iterations = self.n_power_iterations if self.training else 0
-                value = _power_iteration([weight.detach()], [self._u], [self._v], [self.dim], iterations, self.eps)[0]
-        return (value, self._u.clone(memory_format=torch.contiguous_format),
-                self._v.clone(memory_format=torch.contiguous_format))
+                value = _power_iteration([weight.detach()], [u], [v], [self.dim], iterations, self.eps)[0]
+        return value, u.clone(memory_format=torch.contiguous_format), v.clone(memory_format=torch.contiguous_format)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 1:
@@ -100,15 +113,19 @@ class SpectralNorm(nn.Module):
         return value
 
 
-def _our_spectral_norm(module: nn.Module) -> SpectralNorm | None:
-    """The module's weight parametrization if it is exactly one of ours, on a >= 2-D weight.
-    (Plain dictionary lookups: this runs for every layer in every forward.)"""
+def _our_spectral_norm(module: nn.Module) -> tuple[SpectralNorm, torch.Tensor] | tuple[None, None]:
+    """(parametrization, unnormalised weight) if the module's weight parametrization is
+    exactly one of ours, on a >= 2-D weight. (Plain dictionary lookups, not nn.Module's
+    Python __getattr__: this runs for every layer in every forward.)"""
     parametrizations = module._modules.get("parametrizations")
     chain = parametrizations._modules.get("weight") if parametrizations is not None else None
     if chain is None or len(chain) != 1:
-        return None
+        return None, None
     sn = chain._modules["0"]
-    return sn if isinstance(sn, SpectralNorm) and chain.original.ndim >= 2 else None
+    original = chain._parameters.get("original")
+    if original is None:
+        original = chain._buffers.get("original")
+    return (sn, original) if isinstance(sn, SpectralNorm) and original.ndim >= 2 else (None, None)
 
 
 def _fused_layer_call(module: nn.Module, weight: torch.Tensor, input: torch.Tensor, output_size=None):
@@ -116,8 +133,8 @@ def _fused_layer_call(module: nn.Module, weight: torch.Tensor, input: torch.Tens
     groups) for medgan_fast::spectral_norm_layer, reflection/replication/circular padding
     applied to the input; None for what the module's own forward (with W / sigma) handles
     instead: autocast, string padding, unbatched input, weights without our kernels."""
-    if (torch.is_autocast_enabled(input.device.type) or weight.dtype not in KERNEL_DTYPES
-            or not has_kernel(weight.device)):
+    device = weight.device
+    if weight.dtype not in KERNEL_DTYPES or not has_kernel(device) or torch.is_autocast_enabled(device.type):
         return None
     if isinstance(module, nn.Linear):
         return input, ((), (), (), False, (), 1)
@@ -156,15 +173,13 @@ def _scales_weight(module: nn.Module, input: torch.Tensor, weight: torch.Tensor)
 def _scaled_forward(self, input, *args, **kwargs):
     """forward of a spectrally normalised Linear/Conv/ConvTranspose: scales the smaller of
     the output and the weight by 1 / sigma."""
-    sn = _our_spectral_norm(self)
-    if sn is not None:
-        weight = self.parametrizations.weight.original
-        call = _fused_layer_call(self, weight, input, *args, **kwargs)
-    if sn is None or call is None:  # other or stacked parametrizations, removed, or left to the module: W / sigma
+    sn, weight = _our_spectral_norm(self)
+    call = _fused_layer_call(self, weight, input, *args, **kwargs) if sn is not None else None
+    if call is None:  # other or stacked parametrizations, removed, or left to the module: W / sigma
         return self._medgan_fast_base.forward(self, input, *args, **kwargs)
     scale_weight = _scales_weight(self, input, weight)
     padded, arguments = call
-    sigma, u, v = sn._iterate(weight)
+    sigma, u, v = sn._snapshot(weight)
     return torch.ops.medgan_fast.spectral_norm_layer(padded, weight, self.bias, sigma, u, v, sn.dim, scale_weight,
                                                      *arguments)
 
@@ -217,7 +232,7 @@ def spectral_norm(module: nn.Module, name: str = "weight", n_power_iterations: i
     return module
 
 
-# model -> its spectral-norm layers as (module, parametrization), found at its first forward.
+# model -> its spectrally normalised layers, found at its first forward.
 _FUSED_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -227,19 +242,22 @@ def _fused_power_iteration(model: nn.Module, args) -> None:
     of layers with the same dtype, device, iteration count and eps."""
     layers = _FUSED_LAYERS.get(model)
     if layers is None:
-        layers = [(m, sn) for m in model.modules() if (sn := _our_spectral_norm(m)) is not None]
+        layers = [m for m in model.modules() if _our_spectral_norm(m)[0] is not None]
         _FUSED_LAYERS[model] = layers
     groups: dict[tuple, list[tuple[torch.Tensor, SpectralNorm]]] = {}
-    for module, sn in layers:
-        weight = module.parametrizations.weight.original
+    for module in layers:
+        sn, weight = _our_spectral_norm(module)
+        if sn is None:  # its parametrization was removed since
+            continue
         iterations = sn.n_power_iterations if sn.training else 0
         groups.setdefault((weight.device, weight.dtype, iterations, sn.eps), []).append((weight.detach(), sn))
     with torch.no_grad():
         for (_, _, iterations, eps), group in groups.items():
-            sigmas = _power_iteration([w for w, _ in group], [sn._u for _, sn in group], [sn._v for _, sn in group],
+            buffers = [sn._buffers for _, sn in group]
+            sigmas = _power_iteration([w for w, _ in group], [b["_u"] for b in buffers], [b["_v"] for b in buffers],
                                       [sn.dim for _, sn in group], iterations, eps)
             for (_, sn), sigma in zip(group, sigmas.unbind(0)):
-                sn._pending = sigma
+                sn._pending[0] = sigma
 
 
 def fuse_spectral_norm(model: nn.Module) -> nn.Module:
