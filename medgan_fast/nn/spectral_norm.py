@@ -75,10 +75,12 @@ class SpectralNorm(nn.Module):
         """sigma(W), differentiable in W; runs this forward's power iteration (training
         mode) unless a fused call already did."""
         value, u, v = self._snapshot(weight)
-        return attach_sigma(weight, value, u, v, self.dim)
+        return attach_sigma(weight, value, u.clone(), v.clone(), self.dim)
 
     def _snapshot(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`_iterate`, out of the graph when torch.compile traces it."""
+        """:meth:`_iterate`, out of the graph when torch.compile traces it, where it returns
+        copies of u and v (the graph saves those, not the buffers). Eager, it returns the
+        buffers: their users copy what their backward needs (spectral_norm_layer does)."""
         if torch.compiler.is_compiling():
             return self._iterate_outside_graph(weight)
         return self._iterate(weight)
@@ -90,18 +92,19 @@ class SpectralNorm(nn.Module):
     # Python in eager mode.)
     @torch.compiler.disable
     def _iterate_outside_graph(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self._iterate(weight)
+        value, u, v = self._iterate(weight)
+        return value, u.clone(), v.clone()
 
     def _iterate(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """sigma's value and copies of u and v (a later forward updates the buffers before
-        this one's backward runs)."""
+        """sigma's value and the buffers u and v it was computed with (a later forward
+        updates them in place: copy what a backward needs)."""
         pending, u, v = self._pending, self._buffers["_u"], self._buffers["_v"]
         value, pending[0] = pending[0], None
         if value is None:
             with torch.no_grad():
                 iterations = self.n_power_iterations if self.training else 0
                 value = _power_iteration([weight.detach()], [u], [v], [self.dim], iterations, self.eps)[0]
-        return value, u.clone(memory_format=torch.contiguous_format), v.clone(memory_format=torch.contiguous_format)
+        return value, u, v
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 1:
@@ -236,10 +239,22 @@ def spectral_norm(module: nn.Module, name: str = "weight", n_power_iterations: i
 _FUSED_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-@torch.compiler.disable  # eager, as SpectralNorm._iterate
 def _fused_power_iteration(model: nn.Module, args) -> None:
     """Forward pre-hook of :func:`fuse_spectral_norm`: one power-iteration call per group
-    of layers with the same dtype, device, iteration count and eps."""
+    of layers with the same dtype, device, iteration count and eps (out of the graph under
+    torch.compile, as SpectralNorm._iterate)."""
+    if torch.compiler.is_compiling():
+        _iterate_all_outside_graph(model)
+    else:
+        _iterate_all(model)
+
+
+@torch.compiler.disable
+def _iterate_all_outside_graph(model: nn.Module) -> None:
+    _iterate_all(model)
+
+
+def _iterate_all(model: nn.Module) -> None:
     layers = _FUSED_LAYERS.get(model)
     if layers is None:
         layers = [m for m in model.modules() if _our_spectral_norm(m)[0] is not None]

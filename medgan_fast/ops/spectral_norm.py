@@ -239,7 +239,7 @@ def layer(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
       output is smaller than the weight).
 
     sigma is ``u^T W v`` with u, v constant: pass sigma from :func:`power_iteration_` and
-    copies of u, v that nothing updates before the backward.
+    its u, v (the op keeps copies for its backward).
 
     Args:
         convolution: aten.convolution's arguments after input, weight and bias (stride,

@@ -3,8 +3,8 @@
 //
 //   weight scaled: out = layer(x, kept) + b,          kept = W / sigma
 //   output scaled: out = kept / sigma + b,            kept = layer(x, W)
-// sigma = u^T W v with u, v held constant (the forward's power iteration; the caller passes
-// copies of its buffers, which a later forward updates before this backward runs). The backward is
+// sigma = u^T W v with u, v held constant (the forward's power iteration; copies are saved
+// for the backward). The backward is
 // the layer's own backward plus sigma's rank-1 share of the weight gradient, added in
 // place by spectral_norm_weight_grad_ (one pass over the gradient the layer returns,
 // instead of a weight-sized rank-1 tensor and an add). Why C++: the same backward as a
@@ -34,6 +34,31 @@ struct LayerArguments {
   int64_t groups = 1;
 
   bool linear() const { return stride.empty(); }
+
+  // All of it and the layer's other integers as one list, for the autograd context (one
+  // saved_data entry instead of eight: each costs a hash-map insert and allocations):
+  // [dim, scale_weight, transposed, groups, four lengths, the four lists].
+  std::vector<int64_t> pack(int64_t dim, bool scale_weight) const {
+    std::vector<int64_t> packed{dim, scale_weight, transposed, groups};
+    for (const auto* list : {&stride, &padding, &dilation, &output_padding})
+      packed.push_back(static_cast<int64_t>(list->size()));
+    for (const auto* list : {&stride, &padding, &dilation, &output_padding})
+      packed.insert(packed.end(), list->begin(), list->end());
+    return packed;
+  }
+
+  static LayerArguments unpack(const std::vector<int64_t>& packed) {
+    LayerArguments a;
+    a.transposed = packed[2] != 0;
+    a.groups = packed[3];
+    auto next = packed.begin() + 8;
+    int k = 4;
+    for (auto* list : {&a.stride, &a.padding, &a.dilation, &a.output_padding}) {
+      list->assign(next, next + packed[k]);
+      next += packed[k++];
+    }
+    return a;
+  }
 };
 
 at::Tensor layer(const LayerArguments& a, const at::Tensor& input, const at::Tensor& weight,
@@ -103,15 +128,9 @@ struct SpectralNormLayer : torch::autograd::Function<SpectralNormLayer> {
                             const std::optional<at::Tensor>& bias, const at::Tensor& sigma, const at::Tensor& u,
                             const at::Tensor& v, int64_t dim, bool scale_weight, const LayerArguments& arguments) {
     Forward f = layer_forward(arguments, input, weight, bias, sigma, scale_weight);
-    ctx->save_for_backward({input, weight, bias.value_or(at::Tensor()), sigma, u, v, f.kept});
-    ctx->saved_data["dim"] = dim;
-    ctx->saved_data["scale_weight"] = scale_weight;
-    ctx->saved_data["stride"] = arguments.stride;
-    ctx->saved_data["padding"] = arguments.padding;
-    ctx->saved_data["dilation"] = arguments.dilation;
-    ctx->saved_data["output_padding"] = arguments.output_padding;
-    ctx->saved_data["transposed"] = arguments.transposed;
-    ctx->saved_data["groups"] = arguments.groups;
+    // Copies of u and v: a later forward updates the buffers before this backward runs.
+    ctx->save_for_backward({input, weight, bias.value_or(at::Tensor()), sigma, u.clone(), v.clone(), f.kept});
+    ctx->saved_data["arguments"] = arguments.pack(dim, scale_weight);
     return f.out;
   }
 
@@ -119,15 +138,10 @@ struct SpectralNormLayer : torch::autograd::Function<SpectralNormLayer> {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &input = saved[0], &weight = saved[1], &bias = saved[2], &sigma = saved[3], &u = saved[4],
                      &v = saved[5], &kept = saved[6];
-    const int64_t dim = ctx->saved_data["dim"].toInt();
-    const bool scale_weight = ctx->saved_data["scale_weight"].toBool();
-    LayerArguments a;
-    a.stride = ctx->saved_data["stride"].toIntVector();
-    a.padding = ctx->saved_data["padding"].toIntVector();
-    a.dilation = ctx->saved_data["dilation"].toIntVector();
-    a.output_padding = ctx->saved_data["output_padding"].toIntVector();
-    a.transposed = ctx->saved_data["transposed"].toBool();
-    a.groups = ctx->saved_data["groups"].toInt();
+    const std::vector<int64_t> packed = ctx->saved_data["arguments"].toIntVector();
+    const int64_t dim = packed[0];
+    const bool scale_weight = packed[1] != 0;
+    const LayerArguments a = LayerArguments::unpack(packed);
     const std::array<bool, 3> needs{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                                     bias.defined() && ctx->needs_input_grad(2)};
     const at::Tensor& grad = grads[0];
