@@ -62,7 +62,7 @@ def variants_on(device, batch):
 @pytest.mark.parametrize("batch", BATCHES)
 def test_spectral_norm_overhead(benchmark, batch):
     bench_interleaved(benchmark, f"DCGAN-64 D forward+backward, batch {batch}, CPU", variants_on("cpu", batch),
-                      rounds=150 if batch == 16 else 40 if batch < 64 else 15)
+                      rounds=150 if batch == 16 else 40)
 
 
 @needs_cuda
