@@ -4,12 +4,13 @@
 //   weight scaled: out = layer(x, kept) + b,          kept = W / sigma
 //   output scaled: out = kept / sigma + b,            kept = layer(x, W)
 // sigma = u^T W v with u, v held constant (the forward's power iteration; copies are saved
-// for the backward). The backward is
-// the layer's own backward plus sigma's rank-1 share of the weight gradient, added in
-// place by spectral_norm_weight_grad_ (one pass over the gradient the layer returns,
-// instead of a weight-sized rank-1 tensor and an add). Why C++: the same backward as a
-// Python autograd.Function cost more per layer (interpreter, saved-tensor unpacking, the
-// GIL in the engine) than the rank-1 term saves at the small batches GANs train with.
+// for the backward). The backward is the layer's own backward plus sigma's rank-1 share of
+// the weight gradient, added in place by spectral_norm_weight_grad_ (one pass over the
+// gradient the layer returns, instead of a weight-sized rank-1 tensor and an add).
+// Why C++: the same backward as a Python autograd.Function cost more per layer
+// (interpreter, saved-tensor unpacking, the GIL in the engine) than the rank-1 term saves
+// at the small batches GANs train with; between convolutions, with cold caches, each
+// Python call costs 10-20x what it does in a hot loop.
 //
 // Device-agnostic (aten ops and the kernels' op through the dispatcher): registered for
 // Autograd and CompositeExplicitAutograd, so fake tensors (torch.compile) trace through it.
