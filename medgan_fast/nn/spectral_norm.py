@@ -34,6 +34,7 @@ from torch.nn.utils import parametrize
 from .._ext import has_kernel
 from ..ops.spectral_norm import (
     KERNEL_DTYPES,
+    LINEAR_ARGUMENTS,
     _power_iteration,
     attach_sigma,
     power_iteration_,
@@ -140,7 +141,7 @@ def _fused_layer_call(module: nn.Module, weight: torch.Tensor, input: torch.Tens
     if weight.dtype not in KERNEL_DTYPES or not has_kernel(device) or torch.is_autocast_enabled(device.type):
         return None
     if isinstance(module, nn.Linear):
-        return input, ((), (), (), False, (), 1)
+        return input, LINEAR_ARGUMENTS
     spatial = weight.ndim - 2
     if isinstance(module.padding, str) or input.ndim != spatial + 2:
         return None

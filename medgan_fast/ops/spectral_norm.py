@@ -22,6 +22,10 @@ __all__ = ["attach_sigma", "layer", "layer_reference", "power_iteration_", "powe
 
 KERNEL_DTYPES = (torch.float32, torch.float64)
 
+# spectral_norm_layer's convolution arguments (stride, padding, dilation, transposed,
+# output_padding, groups) for a Linear layer: no stride.
+LINEAR_ARGUMENTS = ((), (), (), False, (), 1)
+
 
 def weight_layout(shape, dim: int) -> tuple[int, int, int]:
     """(P, h, Q): the weight as (P, h, Q) blocks, its matrix h x (P*Q) with column p*Q + q.
@@ -275,7 +279,7 @@ def _check_layer(input, weight, bias, sigma, u, v, dim, convolution) -> tuple:
     if bias is not None and (not isinstance(bias, torch.Tensor) or bias.dtype != weight.dtype):
         raise ValueError(f"bias must be None or a {weight.dtype} tensor, got {getattr(bias, 'dtype', type(bias))}")
     if convolution is None:
-        return (), (), (), False, (), 1
+        return LINEAR_ARGUMENTS
     if len(convolution) != 6:
         raise ValueError("convolution must be (stride, padding, dilation, transposed, output_padding, groups), got "
                          f"{convolution!r}")

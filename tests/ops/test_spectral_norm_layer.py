@@ -8,7 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medgan_fast.ops.spectral_norm import layer, layer_reference, weight_layout
+from medgan_fast.ops.spectral_norm import (
+    LINEAR_ARGUMENTS,
+    layer,
+    layer_reference,
+    weight_layout,
+)
 
 OP = torch.ops.medgan_fast.spectral_norm_layer.default
 
@@ -125,7 +130,7 @@ def test_only_needed_gradients():
 def test_opcheck(name):
     for dtype in (torch.float32, torch.float64):
         x, w, b, sigma, u, v, dim, convolution = make_case(name, dtype)
-        arguments = convolution or ((), (), (), False, (), 1)
+        arguments = convolution or LINEAR_ARGUMENTS
         for scale_weight in (True, False):
             result = torch.library.opcheck(OP, (x, w, b, sigma, u, v, dim, scale_weight, *arguments))
             assert all(r == "SUCCESS" for r in result.values()), result

@@ -91,7 +91,7 @@ std::vector<at::Tensor> layer_backward(const LayerArguments& a, const at::Tensor
   const at::Tensor rows = grad.reshape({-1, grad.size(-1)});
   return {needs[0] ? grad.matmul(weight) : at::Tensor(),
           needs[1] ? rows.t().mm(input.reshape({-1, input.size(-1)})) : at::Tensor(),
-          needs[2] ? rows.sum(0) : at::Tensor()};
+          needs[2] ? bias_gradient(a, grad) : at::Tensor()};
 }
 
 struct Forward {
