@@ -6,6 +6,8 @@ compiled against the torch it will run with, and an isolated build would fetch a
 CUDA kernels are compiled when torch is a CUDA build and a CUDA toolkit is found; no GPU
 is needed. Environment:
   MEDGAN_FAST_CUDA=0|1     force the CUDA kernels off or on
+  MEDGAN_FAST_EMULATION=0|1  also build the CUDA drivers against the CPU emulation, for the
+                           tests (default 1; needs no GPU or CUDA toolkit; 0 for release wheels)
   CUDA_HOME                the toolkit (found from nvcc, resolving wrapper scripts, if unset)
   TORCH_CUDA_ARCH_LIST     GPU targets (default: the "archs" line of csrc/sources.txt)
   DEBUG=1                  -O0 -g instead of -O3 -g0
@@ -122,6 +124,9 @@ macros = [
     ("MEDGAN_FAST_TORCH_VERSION", f'"{torch.__version__}"'),
     ("MEDGAN_FAST_CUDA_ARCHS", f'"{cuda_archs}"'),
 ]
+with_emulation = os.environ.get("MEDGAN_FAST_EMULATION", "1") != "0"
+if with_emulation:
+    macros += [("MEDGAN_FAST_WITH_EMULATION", None)]
 if with_cuda:
     macros += [("MEDGAN_FAST_WITH_CUDA", None), ("MEDGAN_FAST_CUDA_VERSION", f'"{torch.version.cuda}"')]
 
@@ -135,7 +140,7 @@ extension = extension_type(
     extra_link_args=openmp,
 )
 
-print(f"medgan_fast build: cuda={with_cuda} cuda_home={cuda_home} archs={cuda_archs or '-'} "
+print(f"medgan_fast build: cuda={with_cuda} emulation={with_emulation} cuda_home={cuda_home} archs={cuda_archs or '-'} "
       f"torch={torch.__version__} debug={debug} sources={len(extension.sources)}", flush=True)
 
 setup(

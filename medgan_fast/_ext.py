@@ -66,8 +66,9 @@ def build_info() -> dict:
     """What this installation contains.
 
     Keys: version, torch (the running torch), torch_compiled (the torch the kernels were
-    built against), cpu_compiled, cuda_compiled, cuda_version, cuda_archs, and
-    cuda_available (a GPU is usable now), num_threads.
+    built against), cpu_compiled, cuda_compiled, cuda_version, cuda_archs,
+    emulation_compiled (the CUDA drivers built against the CPU emulation, see
+    medgan_fast.emulation), and cuda_available (a GPU is usable now), num_threads.
     """
     from ._version import __version__
 
@@ -79,6 +80,7 @@ def build_info() -> dict:
         "cuda_compiled": False,
         "cuda_version": None,
         "cuda_archs": "",
+        "emulation_compiled": False,
     }
     info.update(_BUILD)
     info["torch"] = torch.__version__

@@ -1,8 +1,13 @@
 """Shared test machinery: devices, the dtype tolerance table, RNG seeding.
 
-- ``device``: parametrized over "cpu" and "cuda"; the cuda param carries ``pytest.mark.cuda``
-  and is skipped unless a GPU is visible AND the extension was compiled with CUDA (CI has
-  nvcc but no GPU, so there the CUDA params skip and everything else must pass).
+- ``device``: parametrized over "cpu", "emulated" and "cuda". "emulated" is a CPU device
+  with the CUDA emulation on for the whole test (medgan_fast.emulation): our ops then run
+  the CUDA drivers' own code on the CPU, so every device test is also a CUDA test without a
+  GPU (``pytest -k emulated`` selects them; ``--emulation-seed N`` shuffles their schedule).
+  The cuda param carries ``pytest.mark.cuda`` and is skipped unless a GPU is visible AND the
+  extension was compiled with CUDA.
+- ``gpu``: the CUDA side of a CPU-vs-CUDA test, "emulated" or (marked cuda) "cuda"; see
+  :class:`Gpu`.
 - ``DTYPE_PRECISIONS`` (kornia ``testing/base.py`` style): dtype -> (rtol, atol). Integer,
   bool and label tensors compare exactly; see :func:`tolerance`.
 - ``seeded`` (autouse): seeds torch, numpy and random for every test and restores the
@@ -11,6 +16,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 
 import numpy as np
@@ -19,6 +26,7 @@ import torch
 from hypothesis import HealthCheck, settings
 
 import medgan_fast
+from medgan_fast import emulation
 
 # ---------------------------------------------------------------------------------------
 # Devices
@@ -27,23 +35,68 @@ CUDA_AVAILABLE = torch.cuda.is_available() and bool(medgan_fast.build_info()["cu
 CUDA_SKIP_REASON = ("needs a CUDA GPU and CUDA kernels (torch.cuda.is_available()="
                     f"{torch.cuda.is_available()}, cuda_compiled={medgan_fast.build_info()['cuda_compiled']})")
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+DEVICES = ["cpu", pytest.param("emulated", marks=pytest.mark.emulated), pytest.param("cuda", marks=pytest.mark.cuda)]
+GPUS = [pytest.param("emulated", marks=pytest.mark.emulated), pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--emulation-seed", type=int, default=int(os.environ.get("MEDGAN_FAST_EMULATION_SEED", "0")),
+                     help="schedule seed of the emulated CUDA tests: 0 runs blocks and threads in index order, "
+                          "others shuffle them (default: $MEDGAN_FAST_EMULATION_SEED or 0)")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip everything marked ``cuda`` when there is no usable GPU (vision's needs_cuda)."""
-    if CUDA_AVAILABLE:
-        return
-    skip = pytest.mark.skip(reason=CUDA_SKIP_REASON)
+    """Skip everything marked ``cuda`` when there is no usable GPU (vision's needs_cuda), and
+    everything marked ``emulated`` when the build has no CUDA emulation."""
+    skips = []
+    if not CUDA_AVAILABLE:
+        skips.append(("cuda", pytest.mark.skip(reason=CUDA_SKIP_REASON)))
+    if not emulation.AVAILABLE:
+        skips.append(("emulated", pytest.mark.skip(reason="built without the CUDA emulation (MEDGAN_FAST_EMULATION=0)")))
     for item in items:
-        if item.get_closest_marker("cuda") is not None:
-            item.add_marker(skip)
+        for marker, skip in skips:
+            if item.get_closest_marker(marker) is not None:
+                item.add_marker(skip)
 
 
 @pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
-    """Each test that takes ``device`` runs on CPU and (marked ``cuda``) on CUDA."""
-    return torch.device(request.param)
+    """Each test that takes ``device`` runs on CPU, on the emulated CUDA drivers (a CPU device
+    with the emulation on for the whole test) and (marked ``cuda``) on CUDA."""
+    if request.param == "emulated":
+        with emulation.emulated_cuda(seed=request.config.getoption("--emulation-seed")):
+            yield torch.device("cpu")
+    else:
+        yield torch.device(request.param)
+
+
+class Gpu:
+    """The CUDA side of a CPU-vs-CUDA test: a real GPU ("cuda"), or the CUDA drivers run by
+    the emulation on CPU tensors ("emulated"). Compute the CPU side outside ``running()``::
+
+        cpu = op(x, impl="kernel")
+        with gpu.running():
+            out = op(gpu.put(x), impl="kernel")
+        assert gpu.holds(out)
+    """
+
+    def __init__(self, kind: str, seed: int):
+        self.kind, self.seed = kind, seed
+        self.device = torch.device("cuda" if kind == "cuda" else "cpu")
+
+    def put(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.device, copy=True)  # a copy on the CPU too: some ops work in place
+
+    def holds(self, tensor: torch.Tensor) -> bool:
+        return tensor.device.type == self.device.type
+
+    def running(self):
+        return emulation.emulated_cuda(seed=self.seed) if self.kind == "emulated" else contextlib.nullcontext()
+
+
+@pytest.fixture(params=GPUS)
+def gpu(request) -> Gpu:
+    return Gpu(request.param, request.config.getoption("--emulation-seed"))
 
 
 # ---------------------------------------------------------------------------------------

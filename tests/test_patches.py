@@ -314,12 +314,11 @@ def test_cuda_without_cuda(emps):
         extract_patches(_config(emps, device="cuda"))
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_matches_cpu(emps):
+def test_cuda_matches_cpu(emps, gpu):
     extract_patches(_config(emps, mode="texture", size=64))
     cpu = read_patch_set(emps / "out" / "set.h5")
-    extract_patches(_config(emps, mode="texture", size=64, device="cuda"))
+    with gpu.running():
+        extract_patches(_config(emps, mode="texture", size=64, device=gpu.device.type))
     cuda = read_patch_set(emps / "out" / "set.h5")
     np.testing.assert_array_equal(cpu.images, cuda.images)
     np.testing.assert_array_equal(cpu.meta["bbox"], cuda.meta["bbox"])

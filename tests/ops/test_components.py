@@ -1013,38 +1013,41 @@ def test_compile_fullgraph_dilate_and_label(device):
 # ---------------------------------------------------------------------------------------
 # CPU vs CUDA
 
-@pytest.mark.cuda
-def test_cpu_equals_cuda(rng):
+def test_cpu_equals_cuda(rng, gpu):
     cases = [make_mask("uniform", (600, 600), 0.55, 1), make_mask("blobs", (129, 257), 0.5, 2), spiral(512),
              comb(300, 401, "bottom"), staircase(300, True), np.zeros((0, 3), bool), np.ones((1, 1), bool)]
     for mask_np in cases:
         mask = torch.from_numpy(mask_np)
         for connectivity in [1, 2]:
             cpu, cpu_count = label(mask, connectivity, impl="kernel")
-            cuda, cuda_count = label(mask.cuda(), connectivity, impl="kernel")
-            assert cuda.is_cuda and cuda_count == cpu_count and torch.equal(cuda.cpu(), cpu)
-            s_cpu, s_cuda = component_stats(cpu, cpu_count, impl="kernel"), component_stats(cuda, cuda_count,
-                                                                                            impl="kernel")
+            s_cpu = component_stats(cpu, cpu_count, impl="kernel")
+            with gpu.running():
+                cuda, cuda_count = label(gpu.put(mask), connectivity, impl="kernel")
+                s_cuda = component_stats(cuda, cuda_count, impl="kernel")
+            assert gpu.holds(cuda) and cuda_count == cpu_count and torch.equal(cuda.cpu(), cpu)
             for a, b in zip(s_cpu, s_cuda):
-                assert b.is_cuda
+                assert gpu.holds(b)
                 torch.testing.assert_close(b.cpu(), a, rtol=1e-12, atol=1e-12, equal_nan=True)
     vol = torch.from_numpy(make_mask("blobs", (20, 30, 40), 0.4, 5))
     for connectivity in [1, 2, 3]:
         cpu, cpu_count = label(vol, connectivity, impl="kernel")
-        cuda, cuda_count = label(vol.cuda(), connectivity, impl="kernel")
+        with gpu.running():
+            cuda, cuda_count = label(gpu.put(vol), connectivity, impl="kernel")
         assert cuda_count == cpu_count and torch.equal(cuda.cpu(), cpu)
     masks = torch.from_numpy(make_mask("uniform", (4, 100, 130), 0.55, 6))
     for connectivity in [1, 2]:
         cpu, cpu_counts = label_batch(masks, connectivity, impl="kernel")
-        cuda, cuda_counts = label_batch(masks.cuda(), connectivity, impl="kernel")
+        with gpu.running():
+            cuda, cuda_counts = label_batch(gpu.put(masks), connectivity, impl="kernel")
         assert torch.equal(cuda.cpu(), cpu) and torch.equal(cuda_counts.cpu(), cpu_counts)
     image = torch.from_numpy(rng.integers(1, 65535, (3, 129, 257)).astype(np.uint16))
     labels, count = label(torch.from_numpy(cases[1]), impl="kernel")
     for mode in ["mask", "texture", "full"]:
         cpu = crop_components(image, labels, count, 17, mode, 3, 2, impl="kernel")
-        cuda = crop_components(image.cuda(), labels.cuda(), count, 17, mode, 3, 2, impl="kernel")
+        with gpu.running():
+            cuda = crop_components(gpu.put(image), gpu.put(labels), count, 17, mode, 3, 2, impl="kernel")
         for a, b in zip(cpu, cuda):
-            assert b.is_cuda and torch.equal(b.cpu(), a)
+            assert gpu.holds(b) and torch.equal(b.cpu(), a)
 
 
 @pytest.mark.cuda

@@ -456,10 +456,9 @@ def test_compile_metric_inductor(assert_close):
 # ---------------------------------------------------------------------------------------
 # CPU vs CUDA
 
-@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("op", OPS)
-def test_cpu_equals_cuda(assert_close, op, dtype):
+def test_cpu_equals_cuda(assert_close, op, dtype, gpu):
     cases = {
         "squared_error": SQUARED_ERROR_CASES, "ssim": SSIM_CASES, "gmsd": GMSD_CASES, "mdsi": MDSI_CASES,
         "haarpsi": HAARPSI_CASES,
@@ -471,10 +470,13 @@ def test_cpu_equals_cuda(assert_close, op, dtype):
                     continue
                 x, y = image_pair((n, channels, h, w), dtype, seed=i)
                 cpu = call(op, x, y, "kernel", **params)
-                cuda = call(op, x.cuda(), y.cuda(), "kernel", **params)
+                cpu_transposed = call(op, x.transpose(-1, -2), y.transpose(-1, -2), "kernel", **params)
+                with gpu.running():
+                    cuda = call(op, gpu.put(x), gpu.put(y), "kernel", **params)
+                    transposed = call(op, gpu.put(x).transpose(-1, -2), gpu.put(y).transpose(-1, -2), "kernel",
+                                      **params)
                 for c, g in zip(cpu, cuda):
-                    assert g.is_cuda
+                    assert gpu.holds(g)
                     assert_close(g.cpu(), c, msg=f"{op} {params} {tuple(x.shape)}")
-                transposed = call(op, x.cuda().transpose(-1, -2), y.cuda().transpose(-1, -2), "kernel", **params)
-                for c, g in zip(call(op, x.transpose(-1, -2), y.transpose(-1, -2), "kernel", **params), transposed):
+                for c, g in zip(cpu_transposed, transposed):
                     assert_close(g.cpu(), c)

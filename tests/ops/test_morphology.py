@@ -552,21 +552,22 @@ def test_opcheck(device, name):
 # ---------------------------------------------------------------------------------------
 # CPU vs CUDA
 
-@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("op", list(OPS))
-def test_cpu_equals_cuda(assert_close, rng, op, dtype):
+def test_cpu_equals_cuda(assert_close, rng, op, dtype, gpu):
     public, _ = OPS[op]
     cases = [((31, 17), disk(3)), ((7, 129), FIXED_FOOTPRINTS["wide1x70"]), ((70, 9), FIXED_FOOTPRINTS["tall33x3"]),
              ((4, 33, 65), FIXED_FOOTPRINTS["asym4x3"]), ((9, 10, 11), ball(2)), ((1, 1), disk(1)), ((0, 4), disk(1))]
     for shape, fp in cases:
         x = torch.from_numpy(random_image(rng, shape, dtype, 0.3))
         cpu = public(x, fp, impl="kernel")
-        cuda = public(x.cuda(), fp.cuda(), impl="kernel")
-        assert cuda.is_cuda
+        cpu_transposed = public(x.transpose(-1, -2), fp, impl="kernel")
+        with gpu.running():
+            cuda = public(gpu.put(x), gpu.put(fp), impl="kernel")
+            transposed = public(gpu.put(x).transpose(-1, -2), fp, impl="kernel")
+        assert gpu.holds(cuda)
         assert_close(cuda.cpu(), cpu, msg=f"{shape}")
-        transposed = public(x.cuda().transpose(-1, -2), fp, impl="kernel")
-        assert_close(transposed.cpu(), public(x.transpose(-1, -2), fp, impl="kernel"))
+        assert_close(transposed.cpu(), cpu_transposed)
 
 
 # module attribute used by the docstring; guards against a silent rename of the grey list

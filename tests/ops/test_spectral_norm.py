@@ -786,33 +786,34 @@ def test_weight_grad_opcheck(device):
 # ---------------------------------------------------------------------------------------
 # CPU vs CUDA
 
-@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=str)
 @pytest.mark.parametrize("n", [0, 1, 3])
-def test_cpu_equals_cuda(assert_close, n, dtype):
+def test_cpu_equals_cuda(assert_close, n, dtype, gpu):
     shapes_dims = [((64, 3, 4, 4), 0), ((128, 64, 4, 4), 0), ((64, 32, 4, 4), 1), ((1, 512), 0), ((1000, 3), 0)]
     weights = [torch.randn(s, dtype=dtype) for s, _ in shapes_dims]
     dims = [d for _, d in shapes_dims]
     uvs = [random_uv(w, d) for w, d in zip(weights, dims)]
     cpu = run("kernel", weights, [u for u, _ in uvs], [v for _, v in uvs], dims, n)
-    cuda = run("kernel", [w.cuda() for w in weights], [u.cuda() for u, _ in uvs], [v.cuda() for _, v in uvs],
-               dims, n)
-    assert cuda[0].is_cuda
+    with gpu.running():
+        cuda = run("kernel", [gpu.put(w) for w in weights], [gpu.put(u) for u, _ in uvs],
+                   [gpu.put(v) for _, v in uvs], dims, n)
+    assert gpu.holds(cuda[0])
     for a, b in zip([cuda[0]] + cuda[1] + cuda[2], [cpu[0]] + cpu[1] + cpu[2]):
         assert_close(a.cpu(), b)
 
 
-@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=str)
-def test_weight_grad_cpu_equals_cuda(assert_close, dtype):
+def test_weight_grad_cpu_equals_cuda(assert_close, dtype, gpu):
     g = torch.Generator().manual_seed(9)
     for shape, dim in WEIGHT_GRAD_CASES:
         grad_weight, sigma, u, v, kept, _, _ = weight_scaled_case(shape, dim, dtype, "cpu", g)
         cpu = weight_grad_(grad_weight.clone(), sigma, u, v, dim, kept)
-        cuda = weight_grad_(grad_weight.cuda(), sigma.cuda(), u.cuda(), v.cuda(), dim, kept.cuda())
-        assert cuda.is_cuda
+        with gpu.running():
+            cuda = weight_grad_(*(gpu.put(t) for t in (grad_weight, sigma, u, v)), dim, gpu.put(kept))
+        assert gpu.holds(cuda)
         assert_close(cuda.cpu(), cpu, msg=f"{shape} dim={dim}")
     grad_weight, sigma, u, v, kept, scaled_grad, _ = output_scaled_case(300, 64, dtype, "cpu", g)
     cpu = weight_grad_(grad_weight.clone(), sigma, u, v, 0, kept, scaled_grad)
-    cuda = weight_grad_(*(t.cuda() for t in (grad_weight, sigma, u, v)), 0, kept.cuda(), scaled_grad.cuda())
+    with gpu.running():
+        cuda = weight_grad_(*(gpu.put(t) for t in (grad_weight, sigma, u, v)), 0, gpu.put(kept), gpu.put(scaled_grad))
     assert_close(cuda.cpu(), cpu)

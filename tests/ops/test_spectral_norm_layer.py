@@ -155,11 +155,11 @@ def test_bad_inputs_name_the_argument(change, message):
               values["convolution"])
 
 
-@pytest.mark.cuda
 @pytest.mark.parametrize("scale_weight", [True, False], ids=["weight_scaled", "output_scaled"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_cpu_equals_cuda(name, scale_weight):
+def test_cpu_equals_cuda(name, scale_weight, gpu):
     cpu = outputs_and_grads(layer, make_case(name, torch.float32), scale_weight)
-    cuda = outputs_and_grads(layer, make_case(name, torch.float32, device="cuda"), scale_weight)
+    with gpu.running():
+        cuda = outputs_and_grads(layer, make_case(name, torch.float32, device=gpu.device), scale_weight)
     for a, b in zip(cpu, cuda):
         torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)

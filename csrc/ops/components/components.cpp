@@ -13,13 +13,6 @@
 namespace medgan_fast::components {
 namespace {
 
-struct Backend {
-  decltype(&label_cpu) label;
-  decltype(&component_stats_cpu) stats;
-  decltype(&crop_windows_cpu) crop;
-  decltype(&component_masks_cpu) masks;
-};
-
 std::tuple<at::Tensor, at::Tensor> label_volume(const at::Tensor& mask, int64_t connectivity, bool batch,
                                                 const Backend& backend) {
   const char* name = batch ? "masks" : "mask";
@@ -105,27 +98,27 @@ at::Tensor component_masks(const at::Tensor& labels, const at::Tensor& corners, 
 }
 
 // The schema's functions for one backend; the CUDA ones also set the current device.
-template <const Backend& backend, typename Guard>
+template <typename Place>
 struct Ops {
   static std::tuple<at::Tensor, at::Tensor> label(const at::Tensor& mask, int64_t connectivity) {
-    const Guard guard(mask.device());
-    return label_volume(mask, connectivity, false, backend);
+    const typename Place::Guard guard(mask.device());
+    return label_volume(mask, connectivity, false, Place::backend());
   }
   static std::tuple<at::Tensor, at::Tensor> label_batch(const at::Tensor& masks, int64_t connectivity) {
-    const Guard guard(masks.device());
-    return label_volume(masks, connectivity, true, backend);
+    const typename Place::Guard guard(masks.device());
+    return label_volume(masks, connectivity, true, Place::backend());
   }
   static std::tuple<at::Tensor, at::Tensor, at::Tensor> stats(const at::Tensor& labels, int64_t count) {
-    const Guard guard(labels.device());
-    return component_stats(labels, count, backend);
+    const typename Place::Guard guard(labels.device());
+    return component_stats(labels, count, Place::backend());
   }
   static at::Tensor crop(const at::Tensor& source, const at::Tensor& corners, int64_t size) {
-    const Guard guard(source.device());
-    return crop_windows(source, corners, size, backend);
+    const typename Place::Guard guard(source.device());
+    return crop_windows(source, corners, size, Place::backend());
   }
   static at::Tensor masks(const at::Tensor& labels, const at::Tensor& corners, const at::Tensor& ids, int64_t size) {
-    const Guard guard(labels.device());
-    return component_masks(labels, corners, ids, size, backend);
+    const typename Place::Guard guard(labels.device());
+    return component_masks(labels, corners, ids, size, Place::backend());
   }
   static void register_all(torch::Library& m) {
     m.impl("label", &label);
@@ -140,14 +133,12 @@ constexpr Backend kCpu{label_cpu, component_stats_cpu, crop_windows_cpu, compone
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(medgan_fast, CPU, m) { Ops<kCpu, NoGuard>::register_all(m); }
+TORCH_LIBRARY_IMPL(medgan_fast, CPU, m) {
+  Ops<OnCpu<Backend, kCpu, MF_EMULATED_BACKEND(emulated_backend)>>::register_all(m);
+}
 
 #ifdef MEDGAN_FAST_WITH_CUDA
-namespace {
-constexpr Backend kCuda{label_cuda, component_stats_cuda, crop_windows_cuda, component_masks_cuda};
-}  // namespace
-
-TORCH_LIBRARY_IMPL(medgan_fast, CUDA, m) { Ops<kCuda, c10::cuda::CUDAGuard>::register_all(m); }
+TORCH_LIBRARY_IMPL(medgan_fast, CUDA, m) { Ops<OnCuda<Backend, cuda_backend>>::register_all(m); }
 #endif
 
 }  // namespace medgan_fast::components

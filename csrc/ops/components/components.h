@@ -169,29 +169,34 @@ MF_HD int64_t window_source(int64_t height, int64_t width, int64_t r0, int64_t c
 }
 
 // ---------------------------------------------------------------------------------------
-// Drivers (components_cpu.cpp, components_cuda.cu). All arrays C-contiguous.
+// Drivers. The CPU ones are in components_cpu.cpp; components_cuda.cu has the same
+// signatures and exports them as one Backend table (below). All arrays C-contiguous.
 
 // labels[numel] int32 and counts[depth if batch else 1] int64 from a 0/1 byte mask.
 void label_cpu(const uint8_t* mask, int32_t* labels, int64_t* counts, const Volume& volume, int connectivity);
-void label_cuda(const uint8_t* mask, int32_t* labels, int64_t* counts, const Volume& volume, int connectivity);
 
 // area[count], bbox[count][2 ndim], centroid[count][ndim] of labels 1..count; sizes[ndim]
 // is the label image's shape. Labels outside [1, count] are ignored.
 void component_stats_cpu(const int32_t* labels, const int64_t* sizes, int ndim, int64_t count, int64_t* area,
                          int64_t* bbox, double* centroid);
-void component_stats_cuda(const int32_t* labels, const int64_t* sizes, int ndim, int64_t count, int64_t* area,
-                          int64_t* bbox, double* centroid);
 
 // out[k][c][i][j] = source window (zero past the border); element_size bytes per value.
 void crop_windows_cpu(const void* source, void* out, int64_t element_size, int64_t channels, int64_t height,
                       int64_t width, const int64_t* corners, int64_t count, int64_t size);
-void crop_windows_cuda(const void* source, void* out, int64_t element_size, int64_t channels, int64_t height,
-                       int64_t width, const int64_t* corners, int64_t count, int64_t size);
 
 // out[k][i][j] = labels window == ids[k] (false past the border).
 void component_masks_cpu(const int32_t* labels, uint8_t* out, int64_t height, int64_t width, const int64_t* corners,
                          const int32_t* ids, int64_t count, int64_t size);
-void component_masks_cuda(const int32_t* labels, uint8_t* out, int64_t height, int64_t width,
-                          const int64_t* corners, const int32_t* ids, int64_t count, int64_t size);
+
+// One backend's drivers. cuda_backend: components_cuda.cu built by nvcc; emulated_backend:
+// the same file built against the CPU emulation (components_emulated.cpp).
+struct Backend {
+  decltype(&label_cpu) label;
+  decltype(&component_stats_cpu) stats;
+  decltype(&crop_windows_cpu) crop;
+  decltype(&component_masks_cpu) masks;
+};
+extern const Backend cuda_backend;
+extern const Backend emulated_backend;
 
 }  // namespace medgan_fast::components

@@ -6,9 +6,12 @@
 //   root flags -> inclusive scan (cub) -> label = rank of the root. Roots are the first
 //   pixels of their components in raster order, so ranks are scikit-image's numbers.
 //   The labels buffer doubles as the parent array.
-#include <cub/device/device_scan.cuh>
-
 #include "common/cuda_utils.cuh"
+#ifdef MEDGAN_FAST_EMULATED
+#include "common/emulation/cub_scan.h"
+#else
+#include <cub/device/device_scan.cuh>
+#endif
 #include "ops/components/components.h"
 
 namespace medgan_fast::components {
@@ -148,8 +151,6 @@ __global__ void component_masks_kernel(const int32_t* labels, uint8_t* out, int6
   }
 }
 
-}  // namespace
-
 void label_cuda(const uint8_t* mask, int32_t* labels, int64_t* counts, const Volume& volume, int connectivity) {
   const cudaStream_t stream = current_stream();
   const int64_t numel = volume.numel();
@@ -157,13 +158,13 @@ void label_cuda(const uint8_t* mask, int32_t* labels, int64_t* counts, const Vol
   Neighbours nb{};
   nb.count = earlier_neighbours(volume.ndim(), connectivity, nb.offsets);
 
-  init_kernel<<<blocks, kThreads, 0, stream>>>(mask, labels, numel);
+  MF_LAUNCH(init_kernel, blocks, kThreads, 0, stream)(mask, labels, numel);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  merge_kernel<<<blocks, kThreads, 0, stream>>>(mask, labels, volume, nb);
+  MF_LAUNCH(merge_kernel, blocks, kThreads, 0, stream)(mask, labels, volume, nb);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   c10::DataPtr rank_buffer = device_buffer(numel * sizeof(int32_t));
   auto* rank = static_cast<int32_t*>(rank_buffer.get());
-  compress_kernel<<<blocks, kThreads, 0, stream>>>(labels, rank, numel);
+  MF_LAUNCH(compress_kernel, blocks, kThreads, 0, stream)(labels, rank, numel);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   size_t temp_bytes = 0;
@@ -171,7 +172,7 @@ void label_cuda(const uint8_t* mask, int32_t* labels, int64_t* counts, const Vol
   c10::DataPtr temp = device_buffer(temp_bytes);
   C10_CUDA_CHECK(cub::DeviceScan::InclusiveSum(temp.get(), temp_bytes, rank, rank, static_cast<int>(numel), stream));
 
-  finish_kernel<<<blocks, kThreads, 0, stream>>>(labels, rank, counts, volume);
+  MF_LAUNCH(finish_kernel, blocks, kThreads, 0, stream)(labels, rank, counts, volume);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -186,17 +187,17 @@ void component_stats_cuda(const int32_t* labels, const int64_t* sizes, int ndim,
 
   c10::DataPtr table_buffer = device_buffer((count + 1) * fields * sizeof(int64_t));
   auto* table = static_cast<int64_t*>(table_buffer.get());
-  init_stats_kernel<<<blocks_for(count + 1), kThreads, 0, stream>>>(table, ndim, padded[0], padded[1], padded[2],
+  MF_LAUNCH(init_stats_kernel, blocks_for(count + 1), kThreads, 0, stream)(table, ndim, padded[0], padded[1], padded[2],
                                                                      count);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const int64_t chunks = rows * ((width + kStatsChunk - 1) / kStatsChunk);
   if (chunks > 0) {
-    accumulate_stats_kernel<<<blocks_for(chunks), kThreads, 0, stream>>>(labels, table, ndim, rows, height, width,
+    MF_LAUNCH(accumulate_stats_kernel, blocks_for(chunks), kThreads, 0, stream)(labels, table, ndim, rows, height, width,
                                                                          count);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   if (count > 0) {
-    finish_stats_kernel<<<blocks_for(count), kThreads, 0, stream>>>(table, ndim, count, area, bbox, centroid);
+    MF_LAUNCH(finish_stats_kernel, blocks_for(count), kThreads, 0, stream)(table, ndim, count, area, bbox, centroid);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
@@ -207,7 +208,7 @@ void crop_windows_cuda(const void* source, void* out, int64_t element_size, int6
   const unsigned int blocks = blocks_for(count * channels * size * size);
   auto launch = [&](auto zero) {
     using T = decltype(zero);
-    crop_windows_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(source), static_cast<T*>(out),
+    MF_LAUNCH(crop_windows_kernel, blocks, kThreads, 0, stream)(static_cast<const T*>(source), static_cast<T*>(out),
                                                          channels, height, width, corners, count, size);
   };
   switch (element_size) {
@@ -222,9 +223,13 @@ void crop_windows_cuda(const void* source, void* out, int64_t element_size, int6
 
 void component_masks_cuda(const int32_t* labels, uint8_t* out, int64_t height, int64_t width,
                           const int64_t* corners, const int32_t* ids, int64_t count, int64_t size) {
-  component_masks_kernel<<<blocks_for(count * size * size), kThreads, 0, current_stream()>>>(
+  MF_LAUNCH(component_masks_kernel, blocks_for(count * size * size), kThreads, 0, current_stream())(
       labels, out, height, width, corners, ids, count, size);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
+
+}  // namespace
+
+extern const Backend MF_GPU_BACKEND{label_cuda, component_stats_cuda, crop_windows_cuda, component_masks_cuda};
 
 }  // namespace medgan_fast::components

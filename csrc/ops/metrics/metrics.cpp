@@ -41,55 +41,27 @@ void by_dtype(const at::Tensor& x, F&& f) {
   }
 }
 
-// The drivers of one backend, by dtype.
-template <bool kCuda>
-struct Drivers {
-  template <typename T>
-  static constexpr auto squared_error = &squared_error_cpu<T>;
-  template <typename T>
-  static constexpr auto ssim = &ssim_cpu<T>;
-  template <typename T>
-  static constexpr auto gmsd = &gmsd_cpu<T>;
-  template <typename T>
-  static constexpr auto mdsi = &mdsi_cpu<T>;
-  template <typename T>
-  static constexpr auto haarpsi = &haarpsi_cpu<T>;
-};
+template <typename T>
+constexpr Drivers<T> kCpuDrivers{squared_error_cpu<T>, ssim_cpu<T>, gmsd_cpu<T>, mdsi_cpu<T>, haarpsi_cpu<T>};
+constexpr Backend kCpu{kCpuDrivers<float>, kCpuDrivers<double>};
 
-#ifdef MEDGAN_FAST_WITH_CUDA
-template <>
-struct Drivers<true> {
-  template <typename T>
-  static constexpr auto squared_error = &squared_error_cuda<T>;
-  template <typename T>
-  static constexpr auto ssim = &ssim_cuda<T>;
-  template <typename T>
-  static constexpr auto gmsd = &gmsd_cuda<T>;
-  template <typename T>
-  static constexpr auto mdsi = &mdsi_cuda<T>;
-  template <typename T>
-  static constexpr auto haarpsi = &haarpsi_cuda<T>;
-};
-#endif
-
-template <bool kCuda, typename Guard>
+template <typename Place>
 struct Ops {
-  using D = Drivers<kCuda>;
 
   static at::Tensor squared_error(const at::Tensor& x, const at::Tensor& y, double scale, bool greyscale) {
-    const Guard guard(x.device());
+    const typename Place::Guard guard(x.device());
     check_pair(x, y, false);
     at::Tensor out = at::empty({x.size(0)}, x.options());
     by_dtype(x, [&](auto tag) {
       using T = decltype(tag);
-      D::template squared_error<T>(pair_of<T>(x, y), scale, greyscale, out.data_ptr<T>());
+      Place::backend().template of<T>().squared_error(pair_of<T>(x, y), scale, greyscale, out.data_ptr<T>());
     });
     return out;
   }
 
   static std::tuple<at::Tensor, at::Tensor> ssim(const at::Tensor& x, const at::Tensor& y, const at::Tensor& window,
                                                  double scale, int64_t pool, double c1, double c2) {
-    const Guard guard(x.device());
+    const typename Place::Guard guard(x.device());
     check_pair(x, y, false);
     TORCH_CHECK(pool >= 1, "pool must be >= 1, got ", pool);
     TORCH_CHECK(window.dim() == 1 && window.size(0) % 2 == 1 && window.is_contiguous() &&
@@ -102,7 +74,7 @@ struct Ops {
     at::Tensor ssim = at::empty({x.size(0), x.size(1)}, x.options()), cs = at::empty_like(ssim);
     by_dtype(x, [&](auto tag) {
       using T = decltype(tag);
-      D::template ssim<T>(pair_of<T>(x, y), window.data_ptr<T>(), static_cast<int>(size), scale,
+      Place::backend().template of<T>().ssim(pair_of<T>(x, y), window.data_ptr<T>(), static_cast<int>(size), scale,
                                            static_cast<int>(pool), c1, c2, ssim.data_ptr<T>(), cs.data_ptr<T>());
     });
     return {ssim, cs};
@@ -110,13 +82,13 @@ struct Ops {
 
   static at::Tensor gmsd(const at::Tensor& x, const at::Tensor& y, double scale, bool pool_first, int64_t num_scales,
                          double t, double alpha) {
-    const Guard guard(x.device());
+    const typename Place::Guard guard(x.device());
     check_pair(x, y);
     TORCH_CHECK(num_scales >= 1 && num_scales <= 16, "num_scales must be in [1, 16], got ", num_scales);
     at::Tensor out = at::empty({x.size(0), num_scales}, x.options());
     by_dtype(x, [&](auto tag) {
       using T = decltype(tag);
-      D::template gmsd<T>(pair_of<T>(x, y), scale, pool_first, static_cast<int>(num_scales), t,
+      Place::backend().template of<T>().gmsd(pair_of<T>(x, y), scale, pool_first, static_cast<int>(num_scales), t,
                                            alpha, out.data_ptr<T>());
     });
     return out;
@@ -124,14 +96,14 @@ struct Ops {
 
   static at::Tensor mdsi(const at::Tensor& x, const at::Tensor& y, double scale, int64_t pool, double c1, double c2,
                          double c3, double alpha, double beta, double gamma, double q, double rho, bool mult) {
-    const Guard guard(x.device());
+    const typename Place::Guard guard(x.device());
     check_pair(x, y);
     TORCH_CHECK(pool >= 1, "pool must be >= 1, got ", pool);
     at::Tensor out = at::empty({x.size(0)}, x.options());
     const MdsiParams params{c1, c2, c3, alpha, beta, gamma, q, mult};
     by_dtype(x, [&](auto tag) {
       using T = decltype(tag);
-      D::template mdsi<T>(pair_of<T>(x, y), scale, static_cast<int>(pool), params, rho,
+      Place::backend().template of<T>().mdsi(pair_of<T>(x, y), scale, static_cast<int>(pool), params, rho,
                                            out.data_ptr<T>());
     });
     return out;
@@ -139,14 +111,14 @@ struct Ops {
 
   static at::Tensor haarpsi(const at::Tensor& x, const at::Tensor& y, double scale, int64_t scales, bool subsample,
                             double c, double alpha) {
-    const Guard guard(x.device());
+    const typename Place::Guard guard(x.device());
     check_pair(x, y);
     TORCH_CHECK(scales >= 3 && scales <= 16, "scales must be in [3, 16], got ", scales);
     at::Tensor out = at::empty({x.size(0), 2}, x.options());
     const HaarParams params{static_cast<int>(scales), c, alpha};
     by_dtype(x, [&](auto tag) {
       using T = decltype(tag);
-      D::template haarpsi<T>(pair_of<T>(x, y), scale, subsample, params, out.data_ptr<T>());
+      Place::backend().template of<T>().haarpsi(pair_of<T>(x, y), scale, subsample, params, out.data_ptr<T>());
     });
     return out;
   }
@@ -162,10 +134,12 @@ struct Ops {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(medgan_fast, CPU, m) { Ops<false, NoGuard>::register_all(m); }
+TORCH_LIBRARY_IMPL(medgan_fast, CPU, m) {
+  Ops<OnCpu<Backend, kCpu, MF_EMULATED_BACKEND(emulated_backend)>>::register_all(m);
+}
 
 #ifdef MEDGAN_FAST_WITH_CUDA
-TORCH_LIBRARY_IMPL(medgan_fast, CUDA, m) { Ops<true, c10::cuda::CUDAGuard>::register_all(m); }
+TORCH_LIBRARY_IMPL(medgan_fast, CUDA, m) { Ops<OnCuda<Backend, cuda_backend>>::register_all(m); }
 #endif
 
 }  // namespace medgan_fast::metrics

@@ -12,6 +12,8 @@
 // Conventions follow piq 0.8.0 (see medgan_fast/ops/metrics.py for the references).
 #pragma once
 
+#include <type_traits>
+
 #include <cmath>
 #include <cstdint>
 
@@ -319,7 +321,32 @@ struct Pair {
   void haarpsi_##backend(const Pair<T>& pair, double scale, bool subsample, const HaarParams& params, T* out);
 
 MEDGAN_FAST_METRIC_DRIVERS(cpu)
-MEDGAN_FAST_METRIC_DRIVERS(cuda)
 #undef MEDGAN_FAST_METRIC_DRIVERS
+
+// One backend's drivers, by dtype (metrics_cuda.cu has the same ones as the CPU). cuda_backend:
+// that file built by nvcc; emulated_backend: built against the CPU emulation.
+template <typename T>
+struct Drivers {
+  decltype(&squared_error_cpu<T>) squared_error;
+  decltype(&ssim_cpu<T>) ssim;
+  decltype(&gmsd_cpu<T>) gmsd;
+  decltype(&mdsi_cpu<T>) mdsi;
+  decltype(&haarpsi_cpu<T>) haarpsi;
+};
+
+struct Backend {
+  Drivers<float> f32;
+  Drivers<double> f64;
+  template <typename T>
+  const Drivers<T>& of() const {
+    if constexpr (std::is_same_v<T, float>) {
+      return f32;
+    } else {
+      return f64;
+    }
+  }
+};
+extern const Backend cuda_backend;
+extern const Backend emulated_backend;
 
 }  // namespace medgan_fast::metrics

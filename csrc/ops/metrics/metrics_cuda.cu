@@ -116,10 +116,10 @@ void reduce(int64_t items, int64_t count, F f, G g) {
   constexpr int64_t kMaxGridY = 65535;
   for (int64_t first = 0; first < items; first += kMaxGridY) {
     const auto chunk = static_cast<unsigned int>(std::min(kMaxGridY, items - first));
-    reduce_kernel<Q><<<dim3(blocks, chunk), kThreads, 0, current_stream()>>>(f, count, first, data);
+    MF_LAUNCH(reduce_kernel<Q>, dim3(blocks, chunk), kThreads, 0, current_stream())(f, count, first, data);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  finish_kernel<Q><<<blocks_for(items), kThreads, 0, current_stream()>>>(g, items, blocks, data);
+  MF_LAUNCH(finish_kernel<Q>, blocks_for(items), kThreads, 0, current_stream())(g, items, blocks, data);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -137,7 +137,7 @@ struct PlaneBuffers {
 template <typename T>
 PlaneBuffers<T> load(const Pair<T>& pair, const LoadSpec<T>& spec, int64_t height, int64_t width) {
   PlaneBuffers<T> buffers(pair.n * spec.count, height, width);
-  load_kernel<<<blocks_for(pair.n * spec.count * height * width), kThreads, 0, current_stream()>>>(
+  MF_LAUNCH(load_kernel, blocks_for(pair.n * spec.count * height * width), kThreads, 0, current_stream())(
       pair, spec, buffers.x, buffers.y);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return buffers;
@@ -312,8 +312,6 @@ struct WriteSums {
   }
 };
 
-}  // namespace
-
 template <typename T>
 void squared_error_cuda(const Pair<T>& pair, double scale, bool greyscale, T* out) {
   const bool mix = greyscale && pair.channels == 3;
@@ -343,7 +341,7 @@ void gmsd_cuda(const Pair<T>& pair, double scale, bool pool_first, int num_scale
       const Planes<T>& in = level.x;
       PlaneBuffers<T> next(pair.n, halved(in.height, in.height, in.width), halved(in.width, in.height, in.width));
       const auto halve = [&](const Planes<T>& from, const Planes<T>& to) {
-        halve_kernel<<<blocks_for(pair.n * to.size()), kThreads, 0, current_stream()>>>(from, to, pair.n);
+        MF_LAUNCH(halve_kernel, blocks_for(pair.n * to.size()), kThreads, 0, current_stream())(from, to, pair.n);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       };
       halve(level.x, next.x);
@@ -384,14 +382,11 @@ void haarpsi_cuda(const Pair<T>& pair, double scale, bool subsample, const HaarP
             WriteSums<T>{out});
 }
 
-#define MEDGAN_FAST_INSTANTIATE(T)                                                                                  \
-  template void squared_error_cuda<T>(const Pair<T>&, double, bool, T*);                                            \
-  template void ssim_cuda<T>(const Pair<T>&, const T*, int, double, int, double, double, T*, T*);                   \
-  template void gmsd_cuda<T>(const Pair<T>&, double, bool, int, double, double, T*);                                \
-  template void mdsi_cuda<T>(const Pair<T>&, double, int, const MdsiParams&, double, T*);                           \
-  template void haarpsi_cuda<T>(const Pair<T>&, double, bool, const HaarParams&, T*);
-MEDGAN_FAST_INSTANTIATE(float)
-MEDGAN_FAST_INSTANTIATE(double)
-#undef MEDGAN_FAST_INSTANTIATE
+template <typename T>
+constexpr Drivers<T> kDrivers{squared_error_cuda<T>, ssim_cuda<T>, gmsd_cuda<T>, mdsi_cuda<T>, haarpsi_cuda<T>};
+
+}  // namespace
+
+extern const Backend MF_GPU_BACKEND{kDrivers<float>, kDrivers<double>};
 
 }  // namespace medgan_fast::metrics

@@ -22,11 +22,6 @@ Grey grey_dtype(at::ScalarType type) {
   }
 }
 
-struct Backend {
-  decltype(&binary_morphology_cpu) binary;
-  decltype(&grey_morphology_cpu) grey;
-};
-
 at::Tensor morphology(const at::Tensor& input, const at::Tensor& footprint, bool dilation, const Backend& backend) {
   TORCH_CHECK(footprint.scalar_type() == at::kBool, "footprint must be a bool tensor, got ", footprint.scalar_type());
   TORCH_CHECK(footprint.dim() == 2 || footprint.dim() == 3, "footprint must be 2-D or 3-D, got shape ",
@@ -58,15 +53,15 @@ at::Tensor morphology(const at::Tensor& input, const at::Tensor& footprint, bool
   return out;
 }
 
-template <const Backend& backend, typename Guard>
+template <typename Place>
 struct Ops {
   static at::Tensor dilate(const at::Tensor& input, const at::Tensor& footprint) {
-    const Guard guard(input.device());
-    return morphology(input, footprint, true, backend);
+    const typename Place::Guard guard(input.device());
+    return morphology(input, footprint, true, Place::backend());
   }
   static at::Tensor erode(const at::Tensor& input, const at::Tensor& footprint) {
-    const Guard guard(input.device());
-    return morphology(input, footprint, false, backend);
+    const typename Place::Guard guard(input.device());
+    return morphology(input, footprint, false, Place::backend());
   }
   static void register_all(torch::Library& m) {
     m.impl("dilate", &dilate);
@@ -78,14 +73,12 @@ constexpr Backend kCpu{binary_morphology_cpu, grey_morphology_cpu};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(medgan_fast, CPU, m) { Ops<kCpu, NoGuard>::register_all(m); }
+TORCH_LIBRARY_IMPL(medgan_fast, CPU, m) {
+  Ops<OnCpu<Backend, kCpu, MF_EMULATED_BACKEND(emulated_backend)>>::register_all(m);
+}
 
 #ifdef MEDGAN_FAST_WITH_CUDA
-namespace {
-constexpr Backend kCuda{binary_morphology_cuda, grey_morphology_cuda};
-}  // namespace
-
-TORCH_LIBRARY_IMPL(medgan_fast, CUDA, m) { Ops<kCuda, c10::cuda::CUDAGuard>::register_all(m); }
+TORCH_LIBRARY_IMPL(medgan_fast, CUDA, m) { Ops<OnCuda<Backend, cuda_backend>>::register_all(m); }
 #endif
 
 }  // namespace medgan_fast::morphology

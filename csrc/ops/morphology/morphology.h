@@ -257,7 +257,7 @@ MF_HD void unpack_word(uint64_t word, uint8_t* row, int64_t width, int64_t j) {
 MF_HD int64_t words_per_row(int64_t width) { return (width + 63) / 64; }
 
 // ---------------------------------------------------------------------------------------
-// Drivers (morphology_cpu.cpp, morphology_cuda.cu).
+// Drivers (morphology_cpu.cpp; morphology_cuda.cu has the same ones, as a Backend table).
 
 // The plan as the kernels read it (the CUDA driver points it at device copies).
 struct PlanView {
@@ -276,7 +276,6 @@ inline PlanView view_of(const Plan& plan, const Span* spans, const RunRef* runs)
 // Binary: input/output are C-contiguous 0/1 bytes; invert = true computes
 // NOT(dilate(NOT input)): erosion, with outside = true.
 void binary_morphology_cpu(const uint8_t* input, uint8_t* output, const Shape& shape, const Plan& plan, bool invert);
-void binary_morphology_cuda(const uint8_t* input, uint8_t* output, const Shape& shape, const Plan& plan, bool invert);
 
 // Grey: input/output are C-contiguous arrays of `dtype`.
 enum class Grey { u8, u16, i32, f32, f64 };
@@ -305,7 +304,14 @@ void with_grey_lane(Grey dtype, bool dilation, F&& f) {
 
 void grey_morphology_cpu(Grey dtype, const void* input, void* output, const Shape& shape, const Plan& plan,
                          bool dilation);
-void grey_morphology_cuda(Grey dtype, const void* input, void* output, const Shape& shape, const Plan& plan,
-                          bool dilation);
+
+// One backend's drivers. cuda_backend: morphology_cuda.cu built by nvcc; emulated_backend:
+// the same file built against the CPU emulation (morphology_emulated.cpp).
+struct Backend {
+  decltype(&binary_morphology_cpu) binary;
+  decltype(&grey_morphology_cpu) grey;
+};
+extern const Backend cuda_backend;
+extern const Backend emulated_backend;
 
 }  // namespace medgan_fast::morphology

@@ -80,12 +80,12 @@ template <typename Lane>
 void build_planes(const Lane& lane, const Planes<typename Lane::T>& planes, const PlanView& plan,
                   cudaStream_t stream) {
   for (int32_t level = 1; level <= plan.levels; ++level) {
-    ladder_kernel<<<blocks_for(planes.rows * planes.stride()), kThreads, 0, stream>>>(lane, planes, level);
+    MF_LAUNCH(ladder_kernel, blocks_for(planes.rows * planes.stride()), kThreads, 0, stream)(lane, planes, level);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   if (plan.num_spans > 0) {
     const dim3 grid(blocks_for(planes.rows * planes.n), plan.num_spans);
-    span_kernel<Lane><<<grid, kThreads, 0, stream>>>(planes, plan.spans);
+    MF_LAUNCH(span_kernel<Lane>, grid, kThreads, 0, stream)(planes, plan.spans);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
@@ -108,16 +108,14 @@ void grey_morphology(const Lane& lane, const void* input, void* output, const Sh
   const PlanView& plan = device_plan.view;
   const c10::DataPtr scratch = device_buffer(planes_elements<Lane>(plan, shape.rows(), shape.width) * sizeof(T));
   const auto planes = make_planes<Lane>(static_cast<T*>(scratch.get()), plan, shape.rows(), shape.width);
-  copy_kernel<<<blocks_for(planes.rows * planes.stride()), kThreads, 0, stream>>>(lane, static_cast<const T*>(input),
+  MF_LAUNCH(copy_kernel, blocks_for(planes.rows * planes.stride()), kThreads, 0, stream)(lane, static_cast<const T*>(input),
                                                                                   planes);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   build_planes(lane, planes, plan, stream);
-  grey_output_kernel<<<blocks_for(planes.rows * planes.n), kThreads, 0, stream>>>(
+  MF_LAUNCH(grey_output_kernel, blocks_for(planes.rows * planes.n), kThreads, 0, stream)(
       lane, planes, shape, plan.runs, plan.num_runs, static_cast<T*>(output));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
-
-}  // namespace
 
 void binary_morphology_cuda(const uint8_t* input, uint8_t* output, const Shape& shape, const Plan& layout,
                             bool invert) {
@@ -127,10 +125,10 @@ void binary_morphology_cuda(const uint8_t* input, uint8_t* output, const Shape& 
   const int64_t n = words_per_row(shape.width);
   const c10::DataPtr scratch = device_buffer(planes_elements<BitLane>(plan, shape.rows(), n) * sizeof(uint64_t));
   const auto planes = make_planes<BitLane>(static_cast<uint64_t*>(scratch.get()), plan, shape.rows(), n);
-  pack_kernel<<<blocks_for(planes.rows * planes.stride()), kThreads, 0, stream>>>(input, planes, shape, invert);
+  MF_LAUNCH(pack_kernel, blocks_for(planes.rows * planes.stride()), kThreads, 0, stream)(input, planes, shape, invert);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   build_planes(BitLane{}, planes, plan, stream);
-  binary_output_kernel<<<blocks_for(planes.rows * planes.n), kThreads, 0, stream>>>(planes, shape, plan.runs,
+  MF_LAUNCH(binary_output_kernel, blocks_for(planes.rows * planes.n), kThreads, 0, stream)(planes, shape, plan.runs,
                                                                                       plan.num_runs, output, invert);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -139,5 +137,9 @@ void grey_morphology_cuda(Grey dtype, const void* input, void* output, const Sha
                           bool dilation) {
   with_grey_lane(dtype, dilation, [&](auto lane) { grey_morphology(lane, input, output, shape, plan); });
 }
+
+}  // namespace
+
+extern const Backend MF_GPU_BACKEND{binary_morphology_cuda, grey_morphology_cuda};
 
 }  // namespace medgan_fast::morphology

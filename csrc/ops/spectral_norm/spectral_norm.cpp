@@ -13,13 +13,6 @@
 namespace medgan_fast::spectral_norm {
 namespace {
 
-struct Backend {
-  decltype(&power_iteration_cpu_f32) f32;
-  decltype(&power_iteration_cpu_f64) f64;
-  decltype(&weight_grad_cpu_f32) weight_grad_f32;
-  decltype(&weight_grad_cpu_f64) weight_grad_f64;
-};
-
 // The weight as (P, h, Q) blocks (spectral_norm.h), its rows along dim (non-negative).
 struct Blocks {
   int64_t P = 1, h = 1, Q = 1;
@@ -151,18 +144,18 @@ void weight_grad(const at::Tensor& grad_weight, const at::Tensor& sigma, const a
   }
 }
 
-template <const Backend& backend, typename Guard>
+template <typename Place>
 struct Ops {
   static at::Tensor power_iteration_(at::TensorList weights, at::TensorList us, at::TensorList vs,
                                      at::IntArrayRef dims, int64_t n, double eps) {
-    const Guard guard(weights.empty() ? at::Device(at::kCPU) : weights[0].device());
-    return power_iteration(weights, us, vs, dims, n, eps, backend);
+    const typename Place::Guard guard(weights.empty() ? at::Device(at::kCPU) : weights[0].device());
+    return power_iteration(weights, us, vs, dims, n, eps, Place::backend());
   }
   static void weight_grad_(const at::Tensor& grad_weight, const at::Tensor& sigma, const at::Tensor& u,
                            const at::Tensor& v, int64_t dim, const at::Tensor& kept,
                            const std::optional<at::Tensor>& scaled_grad) {
-    const Guard guard(grad_weight.device());
-    weight_grad(grad_weight, sigma, u, v, dim, kept, scaled_grad, backend);
+    const typename Place::Guard guard(grad_weight.device());
+    weight_grad(grad_weight, sigma, u, v, dim, kept, scaled_grad, Place::backend());
   }
   static void register_all(torch::Library& m) {
     m.impl("spectral_norm_power_iteration_", &power_iteration_);
@@ -174,15 +167,12 @@ constexpr Backend kCpu{power_iteration_cpu_f32, power_iteration_cpu_f64, weight_
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(medgan_fast, CPU, m) { Ops<kCpu, NoGuard>::register_all(m); }
+TORCH_LIBRARY_IMPL(medgan_fast, CPU, m) {
+  Ops<OnCpu<Backend, kCpu, MF_EMULATED_BACKEND(emulated_backend)>>::register_all(m);
+}
 
 #ifdef MEDGAN_FAST_WITH_CUDA
-namespace {
-constexpr Backend kCuda{power_iteration_cuda_f32, power_iteration_cuda_f64, weight_grad_cuda_f32,
-                        weight_grad_cuda_f64};
-}  // namespace
-
-TORCH_LIBRARY_IMPL(medgan_fast, CUDA, m) { Ops<kCuda, c10::cuda::CUDAGuard>::register_all(m); }
+TORCH_LIBRARY_IMPL(medgan_fast, CUDA, m) { Ops<OnCuda<Backend, cuda_backend>>::register_all(m); }
 #endif
 
 }  // namespace medgan_fast::spectral_norm

@@ -110,11 +110,18 @@ struct WeightGrad {
 
 void power_iteration_cpu_f32(Layer<float>* layers, int count, int64_t n_iterations, double eps, float* sigmas);
 void power_iteration_cpu_f64(Layer<double>* layers, int count, int64_t n_iterations, double eps, double* sigmas);
-void power_iteration_cuda_f32(Layer<float>* layers, int count, int64_t n_iterations, double eps, float* sigmas);
-void power_iteration_cuda_f64(Layer<double>* layers, int count, int64_t n_iterations, double eps, double* sigmas);
 void weight_grad_cpu_f32(const WeightGrad<float>& g);
 void weight_grad_cpu_f64(const WeightGrad<double>& g);
-void weight_grad_cuda_f32(const WeightGrad<float>& g);
-void weight_grad_cuda_f64(const WeightGrad<double>& g);
+
+// One backend's drivers (spectral_norm_cuda.cu has the same ones as the CPU). cuda_backend:
+// that file built by nvcc; emulated_backend: built against the CPU emulation.
+struct Backend {
+  decltype(&power_iteration_cpu_f32) f32;
+  decltype(&power_iteration_cpu_f64) f64;
+  decltype(&weight_grad_cpu_f32) weight_grad_f32;
+  decltype(&weight_grad_cpu_f64) weight_grad_f64;
+};
+extern const Backend cuda_backend;
+extern const Backend emulated_backend;
 
 }  // namespace medgan_fast::spectral_norm

@@ -128,10 +128,10 @@ void weight_grad(const WeightGrad<T>& g) {
   const unsigned int dot_blocks = std::min<unsigned int>(kDotBlocks, blocks_for(g.n_kept));
   const c10::DataPtr partials = device_buffer(dot_blocks * sizeof(double));
   auto* sums = static_cast<double*>(partials.get());
-  dot_partials_kernel<<<dot_blocks, kThreads, 0, stream>>>(g.a, g.kept, g.n_kept, sums);
+  MF_LAUNCH(dot_partials_kernel, dot_blocks, kThreads, 0, stream)(g.a, g.kept, g.n_kept, sums);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const unsigned int blocks = std::min(kRankOneBlocks, blocks_for(g.P * g.h * g.Q));
-  rank_one_kernel<<<blocks, kThreads, 0, stream>>>(g, sums, static_cast<int>(dot_blocks));
+  MF_LAUNCH(rank_one_kernel, blocks, kThreads, 0, stream)(g, sums, static_cast<int>(dot_blocks));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -146,23 +146,21 @@ void power_iteration(Layer<T>* host_layers, int count, int64_t n_iterations, dou
   const unsigned int column_blocks = static_cast<unsigned int>((total_columns + kWarp - 1) / kWarp);
 
   if (n_iterations == 0) {
-    rows_kernel<<<row_blocks, kThreads, 0, stream>>>(layers, count, total_rows);
+    MF_LAUNCH(rows_kernel, row_blocks, kThreads, 0, stream)(layers, count, total_rows);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    sigma_kernel<<<count, kThreads, 0, stream>>>(layers, sigmas);
+    MF_LAUNCH(sigma_kernel, count, kThreads, 0, stream)(layers, sigmas);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
   for (int64_t it = 0; it < n_iterations; ++it) {
-    rows_kernel<<<row_blocks, kThreads, 0, stream>>>(layers, count, total_rows);
+    MF_LAUNCH(rows_kernel, row_blocks, kThreads, 0, stream)(layers, count, total_rows);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    columns_kernel<<<column_blocks, dim3(kWarp, kRowGroups), 0, stream>>>(layers, count, total_columns);
+    MF_LAUNCH(columns_kernel, column_blocks, dim3(kWarp, kRowGroups), 0, stream)(layers, count, total_columns);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    finish_kernel<<<count, kThreads, 0, stream>>>(layers, static_cast<T>(eps), sigmas);
+    MF_LAUNCH(finish_kernel, count, kThreads, 0, stream)(layers, static_cast<T>(eps), sigmas);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
-
-}  // namespace
 
 void weight_grad_cuda_f32(const WeightGrad<float>& g) { weight_grad(g); }
 void weight_grad_cuda_f64(const WeightGrad<double>& g) { weight_grad(g); }
@@ -174,5 +172,10 @@ void power_iteration_cuda_f32(Layer<float>* layers, int count, int64_t n_iterati
 void power_iteration_cuda_f64(Layer<double>* layers, int count, int64_t n_iterations, double eps, double* sigmas) {
   power_iteration(layers, count, n_iterations, eps, sigmas);
 }
+
+}  // namespace
+
+extern const Backend MF_GPU_BACKEND{power_iteration_cuda_f32, power_iteration_cuda_f64, weight_grad_cuda_f32,
+                                    weight_grad_cuda_f64};
 
 }  // namespace medgan_fast::spectral_norm
