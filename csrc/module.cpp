@@ -50,6 +50,7 @@ PYBIND11_MODULE(_C, m) {
     py::dict out;
     out["launches"] = c.launches;
     out["threads"] = c.threads;
+    out["atomics"] = c.atomics;
     return out;
   });
   m.def("emulation_self_test", &emulation::self_test, py::arg("name"));

@@ -69,7 +69,7 @@ def emulated_cuda(seed: int = 0, memory_budget: int | None = None) -> Iterator[N
 
 
 def counters() -> dict[str, int]:
-    """Launches and threads run by the emulation so far in this process."""
+    """Launches, threads and atomic operations run by the emulation so far in this process."""
     _require()
     return dict(_C.emulation_counters())
 

@@ -20,6 +20,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from medgan_fast import emulation
 from medgan_fast.ops.components import (
     component_masks, component_masks_reference, component_stats, component_stats_reference, crop_components,
     crop_windows, crop_windows_reference, label, label_batch, label_batch_reference, label_reference,
@@ -1048,6 +1049,23 @@ def test_cpu_equals_cuda(rng, gpu):
             cuda = crop_components(gpu.put(image), gpu.put(labels), count, 17, mode, 3, 2, impl="kernel")
         for a, b in zip(cpu, cuda):
             assert gpu.holds(b) and torch.equal(b.cpu(), a)
+
+
+@pytest.mark.skipif(not emulation.AVAILABLE, reason="counts the emulated CUDA kernel's atomics")
+@pytest.mark.parametrize("shape", [(256, 256), (8, 64, 96)])
+def test_cuda_stats_merge_a_large_component_before_its_atomics(shape):
+    """One component everywhere: the CUDA stats kernel merges its runs per thread and per
+    warp, so it issues one set of 1 + 3 ndim atomics per warp, not one per 32 pixels."""
+    labels = torch.ones(shape, dtype=torch.int32)
+    with emulation.emulated_cuda():
+        before = emulation.counters()["atomics"]
+        area, bbox, centroid = component_stats(labels, 1, impl="kernel")
+        atomics = emulation.counters()["atomics"] - before
+    expected = component_stats(labels, 1, impl="kernel")
+    for a, b in zip((area, bbox, centroid), expected):
+        assert torch.equal(a, b)
+    threads = labels.numel() // 32  # one per 32 pixels of a row
+    assert atomics <= (1 + 3 * len(shape)) * threads // 32, atomics
 
 
 @pytest.mark.cuda

@@ -570,6 +570,41 @@ def test_cpu_equals_cuda(assert_close, rng, op, dtype, gpu):
         assert_close(transposed.cpu(), cpu_transposed)
 
 
+def many_spans_footprint(width: int = 1024, longest: int = 70) -> np.ndarray:
+    """A footprint with more than 65,535 distinct horizontal spans (the CUDA limit of
+    gridDim.y): one row per (run length L, phase p), runs of L pixels every L + 1 from p."""
+    rows = []
+    for length in range(1, longest + 1):
+        for phase in range(length + 1):
+            row = np.zeros(width, bool)
+            for start in range(phase, width - length + 1, length + 1):
+                row[start:start + length] = True
+            rows.append(row)
+    return np.stack(rows)
+
+
+def distinct_spans(footprint: np.ndarray) -> int:
+    spans = set()
+    for row in footprint:
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
+        spans.update(zip(edges[::2], edges[1::2]))
+    return len(spans)
+
+
+def test_more_spans_than_a_grid_dimension(assert_close, rng, gpu):
+    """Spans are launched as gridDim.y, at most 65,535 a launch (the emulation refuses more,
+    as a GPU does). Binary only: each span is a plane, 2,555 rows tall footprints cost the
+    CPU one ring row per image row (a grey run of this size takes gigabytes)."""
+    footprint = many_spans_footprint()
+    assert distinct_spans(footprint) > 65535
+    fp = torch.from_numpy(footprint)
+    x = torch.from_numpy(random_image(rng, (3, 5), torch.bool, 0.3))
+    expected = dilate(x, fp, impl="kernel")
+    with gpu.running():
+        got = dilate(gpu.put(x), gpu.put(fp), impl="kernel")
+    assert_close(got.cpu(), expected)
+
+
 # module attribute used by the docstring; guards against a silent rename of the grey list
 def test_grey_dtypes_documented():
     assert set(morph.GREY_DTYPES) == set(GREY_DTYPES)

@@ -26,9 +26,10 @@ int64_t memory_budget();
 int64_t peak_memory();
 void reset_peak_memory();
 
-// How many launches and threads were run (a test checks that the emulation really ran).
+// How many launches, threads and atomic operations were run (tests check that the emulation
+// really ran, and how many atomics a kernel issues).
 struct Counters {
-  int64_t launches, threads;
+  int64_t launches, threads, atomics;
 };
 Counters counters();
 

@@ -105,6 +105,8 @@ uint64_t warp_operation(WarpOp op, unsigned int mask, uint64_t value, int operan
 // kernel that reads what nobody wrote shows it, counted against an optional budget.
 c10::DataPtr allocate(size_t bytes);
 
+void count_atomic();
+
 // --- a launch: MF_LAUNCH(kernel, grid, block, shared, stream)(arguments...) -------------------
 
 template <typename Kernel>
@@ -184,8 +186,10 @@ T __shfl_xor_sync(unsigned int mask, T value, int lane_mask, int width = warpSiz
 
 // Atomics: blocks run one at a time and fibers switch only at barriers, so these need not be
 // atomic; they are anyway (GCC builtins), so that nothing changes if blocks ever run in parallel.
+// Each is counted (control.h's counters), so a test can check how many a kernel issues.
 template <typename T>
 T atomicAdd(T* address, T value) {
+  ::medgan_fast::emulation::count_atomic();
   if constexpr (std::is_floating_point_v<T>) {
     T old = *address;
     *address = old + value;
@@ -196,6 +200,7 @@ T atomicAdd(T* address, T value) {
 }
 template <typename T>
 T atomicMin(T* address, T value) {
+  ::medgan_fast::emulation::count_atomic();
   T old = __atomic_load_n(address, __ATOMIC_RELAXED);
   while (value < old && !__atomic_compare_exchange_n(address, &old, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
   }
@@ -203,6 +208,7 @@ T atomicMin(T* address, T value) {
 }
 template <typename T>
 T atomicMax(T* address, T value) {
+  ::medgan_fast::emulation::count_atomic();
   T old = __atomic_load_n(address, __ATOMIC_RELAXED);
   while (value > old && !__atomic_compare_exchange_n(address, &old, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
   }
@@ -210,10 +216,12 @@ T atomicMax(T* address, T value) {
 }
 template <typename T>
 T atomicCAS(T* address, T compare, T value) {
+  ::medgan_fast::emulation::count_atomic();
   __atomic_compare_exchange_n(address, &compare, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
   return compare;
 }
 template <typename T>
 T atomicExch(T* address, T value) {
+  ::medgan_fast::emulation::count_atomic();
   return __atomic_exchange_n(address, value, __ATOMIC_RELAXED);
 }

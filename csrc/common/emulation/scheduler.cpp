@@ -36,6 +36,7 @@
 #endif
 #endif
 #ifdef MF_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -186,7 +187,7 @@ thread_local Block* tls_block = nullptr;
 thread_local Fiber* tls_fiber = nullptr;
 std::atomic<uint64_t> g_seed{0};
 std::atomic<int64_t> g_budget{-1}, g_in_use{0}, g_peak{0};
-std::atomic<int64_t> g_launches{0}, g_threads{0};
+std::atomic<int64_t> g_launches{0}, g_threads{0}, g_atomics{0};
 std::atomic<uint64_t> g_launch_serial{0};
 
 Block& this_block() {
@@ -209,6 +210,16 @@ void finish_switch(void* fake_stack, const void** bottom, size_t* bytes) {
   __sanitizer_finish_switch_fiber(fake_stack, bottom, bytes);
 #else
   (void)fake_stack, (void)bottom, (void)bytes;
+#endif
+}
+
+// After an error, fibers are abandoned mid-kernel: their frames never return, so
+// AddressSanitizer's redzones stay poisoned on stacks the next launch reuses.
+void forget_stacks(const Block& block) {
+#ifdef MF_ASAN
+  for (unsigned t = 0; t < block.threads; ++t) ASAN_UNPOISON_MEMORY_REGION(block.fibers[t].stack, kStackBytes);
+#else
+  (void)block;
 #endif
 }
 
@@ -452,6 +463,7 @@ void run_grid(const char* kernel, dim3 grid, dim3 block_dim, size_t shared_bytes
       run_block(block, seed, rng);
     }
   } catch (...) {
+    forget_stacks(block);
     tls_block = nullptr;
     throw;
   }
@@ -523,7 +535,8 @@ void set_memory_budget(int64_t bytes) { g_budget.store(bytes); }
 int64_t memory_budget() { return g_budget.load(); }
 int64_t peak_memory() { return g_peak.load(); }
 void reset_peak_memory() { g_peak.store(g_in_use.load()); }
-Counters counters() { return {g_launches.load(), g_threads.load()}; }
+Counters counters() { return {g_launches.load(), g_threads.load(), g_atomics.load()}; }
+void count_atomic() { g_atomics.fetch_add(1, std::memory_order_relaxed); }
 
 }  // namespace medgan_fast::emulation
 

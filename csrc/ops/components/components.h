@@ -98,7 +98,9 @@ inline void unite(int32_t* parent, int32_t a, int32_t b) {
 struct StatsLayout {
   int ndim;
   // Per component: area, lo[ndim], hi[ndim] (max + 1), sum[ndim]; all int64.
-  MF_HD int fields() const { return 1 + 3 * ndim; }
+  // 64-bit, so that id * fields (a component's row of the table) cannot overflow for the
+  // large label counts the host allows.
+  MF_HD int64_t fields() const { return 1 + 3 * ndim; }
 };
 
 // Calls emit(label, x0, x1) for each maximal run [x0, x1) of equal nonzero labels in
@@ -138,6 +140,22 @@ MF_HD RunCoords run_coords(int ndim, int64_t z, int64_t y, int64_t x0, int64_t x
 }
 
 // Initial accumulator values: lo = the volume's size (an empty bbox), hi = sums = 0.
+// Statistics of two runs of one component together; no_run() is the identity.
+MF_HD RunCoords no_run() {
+  RunCoords c{};
+  for (int a = 0; a < 3; ++a) c.lo[a] = INT64_MAX;
+  return c;
+}
+
+MF_HD void merge_run(RunCoords& into, const RunCoords& c, int ndim) {
+  into.area += c.area;
+  for (int a = 0; a < ndim; ++a) {
+    into.lo[a] = c.lo[a] < into.lo[a] ? c.lo[a] : into.lo[a];
+    into.hi[a] = c.hi[a] > into.hi[a] ? c.hi[a] : into.hi[a];
+    into.sum[a] += c.sum[a];
+  }
+}
+
 MF_HD void init_stats(int64_t* acc, int ndim, const int64_t* sizes) {
   acc[0] = 0;
   for (int a = 0; a < ndim; ++a) {

@@ -178,7 +178,7 @@ void label_cpu(const uint8_t* mask, int32_t* labels, int64_t* counts, const Volu
 void component_stats_cpu(const int32_t* labels, const int64_t* sizes, int ndim, int64_t count, int64_t* area,
                          int64_t* bbox, double* centroid) {
   const StatsLayout layout{ndim};
-  const int fields = layout.fields();
+  const int64_t fields = layout.fields();
   const int64_t width = sizes[ndim - 1];
   int64_t rows = 1;
   for (int a = 0; a < ndim - 1; ++a) rows *= sizes[a];

@@ -233,6 +233,29 @@ MF_HD void haar(const Box& box, int64_t i, int64_t j, int64_t half, T& horizonta
   vertical = (box(r0, c0, i + half + 1, j + 1) - box(r0, j + 1, i + half + 1, j + half + 1)) / k;
 }
 
+// Box sums over a plane (zero outside) from its integral image in double, which has a zero
+// margin of `pad` on every side so that no read needs a bounds check: sums[a * stride + b]
+// is the sum over rows < a - pad and columns < b - pad, for a in [0, height + 2 pad], b in
+// [0, width + 2 pad]. The CPU and CUDA drivers build it with the same additions in the same
+// order (each row's prefix sum, then plus the row above), so their box sums are the same bits.
+struct IntegralView {
+  const double* sums;
+  int64_t pad, stride;
+  MF_HD static int64_t rows_for(int64_t height, int64_t pad) { return height + 2 * pad + 1; }
+  MF_HD static int64_t stride_for(int64_t width, int64_t pad) { return width + 2 * pad + 1; }
+  MF_HD double at(int64_t i, int64_t j) const { return sums[(i + pad) * stride + j + pad]; }
+  MF_HD double operator()(int64_t r0, int64_t c0, int64_t r1, int64_t c1) const {
+    return at(r1, c1) - at(r0, c1) - at(r1, c0) + at(r0, c0);
+  }
+};
+
+// An integral image as haar()'s box of T.
+template <typename T>
+struct IntegralBox {
+  IntegralView sums;
+  MF_HD T operator()(int64_t r0, int64_t c0, int64_t r1, int64_t c1) const { return T(sums(r0, c0, r1, c1)); }
+};
+
 struct HaarParams {
   int scales;
   double c, alpha;

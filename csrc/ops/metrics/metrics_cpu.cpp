@@ -386,16 +386,16 @@ void mdsi_cpu(const Pair<T>& pair, double scale, int pool, const MdsiParams& par
 
 namespace {
 
-// Box sums over a plane, zero outside, from the integral image of the plane with a zero
-// margin of `pad` (the largest Haar half-size), so no read needs a bounds check.
+// The integral image of a plane (metrics.h's IntegralView), its margin `pad` the largest
+// Haar half-size.
 struct IntegralImage {
   int64_t pad = 0, stride = 0;
   std::vector<double> sums;
 
   template <typename T>
   void build(const Plane<T>& plane, int64_t margin) {
-    pad = margin, stride = plane.width + 2 * pad + 1;
-    const int64_t rows = plane.height + 2 * pad;
+    pad = margin, stride = IntegralView::stride_for(plane.width, pad);
+    const int64_t rows = IntegralView::rows_for(plane.height, pad) - 1;
     sums.assign((rows + 1) * stride, 0.0);
     for (int64_t i = 0; i < plane.height; ++i) {
       double* above = sums.data() + (i + pad) * stride + pad + 1;
@@ -408,9 +408,9 @@ struct IntegralImage {
       std::copy(sums.begin() + (i - 1) * stride, sums.begin() + i * stride, sums.begin() + i * stride);
     }
   }
-  double at(int64_t i, int64_t j) const { return sums[(i + pad) * stride + j + pad]; }
-  double operator()(int64_t r0, int64_t c0, int64_t r1, int64_t c1) const {
-    return at(r1, c1) - at(r0, c1) - at(r1, c0) + at(r0, c0);
+  template <typename T>
+  IntegralBox<T> box() const {
+    return {{sums.data(), pad, stride}};
   }
 };
 
@@ -427,10 +427,6 @@ MF_CPU_CLONES void haarpsi_images(const Pair<T>& pair, double scale, const Pooli
   T *sim_h = rows.data(), *sim_v = sim_h + w, *weight_h = sim_v + w, *weight_v = weight_h + w;
   T *chroma_sim = weight_v + w, *weighted = chroma_sim + w, *weights = weighted + w;
   const T c = T(params.c), alpha = T(params.alpha);
-  auto box = [](const IntegralImage& ii) {
-    return [&ii](int64_t r0, int64_t c0, int64_t r1, int64_t c1) { return T(ii(r0, c0, r1, c1)); };
-  };
-  const auto bx = box(box_x), by = box(box_y);
   for (int64_t k = begin; k < end; ++k) {
     // Y, I, Q (or grey) of x, then of y
     const int count = colour ? 3 : 1;
@@ -438,6 +434,7 @@ MF_CPU_CLONES void haarpsi_images(const Pair<T>& pair, double scale, const Pooli
     load(pair.image_y(k), mixes, count, pooling, T(scale), h, w, yiq + 3);
     const int64_t margin = int64_t(1) << (params.scales - 1);
     box_x.build(yiq[0], margin), box_y.build(yiq[3], margin);
+    const IntegralBox<T> bx = box_x.box<T>(), by = box_y.box<T>();
     const auto ix = yiq[1].view(), qx = yiq[2].view(), iy = yiq[4].view(), qy = yiq[5].view();
     double total_weighted = 0, total_weights = 0;
     for (int64_t i = 0; i < h; ++i) {

@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <utility>
 #include <vector>
 
 #include "common/host_device.h"
@@ -90,15 +92,15 @@ inline Plan make_plan(const bool* footprint, int64_t kd, int64_t kh, int64_t kw,
   };
   Plan plan;
   for (const RawRun& r : raw) plan.levels = std::max(plan.levels, level_of(r.x1 - r.x0 + 1));
+  std::map<std::pair<int32_t, int32_t>, int32_t> span_planes;  // (x0, x1) -> plane: footprints can have 10^5 spans
   for (const RawRun& r : raw) {
     const int32_t level = level_of(r.x1 - r.x0 + 1);
     int32_t plane = -1;
     if (r.x0 == 0 && r.x1 + 1 == (1 << level)) plane = level;  // the ladder plane itself
-    for (const Span& s : plan.spans)
-      if (plane < 0 && s.x0 == r.x0 && s.x1 == r.x1) plane = s.plane;
     if (plane < 0) {
-      plane = plan.levels + 1 + static_cast<int32_t>(plan.spans.size());
-      plan.spans.push_back({r.x0, r.x1, level, plane});
+      const auto [it, added] = span_planes.try_emplace({r.x0, r.x1}, plan.levels + 1 + static_cast<int32_t>(plan.spans.size()));
+      plane = it->second;
+      if (added) plan.spans.push_back({r.x0, r.x1, level, plane});
     }
     plan.runs.push_back({r.dz, r.dy, plane});
     plan.left_pixels = std::max(plan.left_pixels, -r.x0);

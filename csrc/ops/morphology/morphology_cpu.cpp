@@ -47,7 +47,9 @@ void stream_rows(const Lane& lane, const Shape& shape, const PlanView& plan, int
     reach_lo = i == 0 ? offset : std::min(reach_lo, offset);
     reach_hi = i == 0 ? offset : std::max(reach_hi, offset);
   }
-  const int64_t capacity = reach_hi - reach_lo + 1;
+  // The rows alive at once are a contiguous range of at most this many, so `source %
+  // capacity` keeps them apart; a footprint taller than the image needs no more rows than it has.
+  const int64_t capacity = std::min(reach_hi - reach_lo + 1, shape.rows());
   const auto layout = make_planes<Lane>(static_cast<T*>(nullptr), plan, 1, n);
 
   at::parallel_for(0, shape.rows(), kRowGrain, [&](int64_t begin, int64_t end) {

@@ -37,7 +37,7 @@ __global__ void ladder_kernel(Lane lane, Planes<typename Lane::T> planes, int32_
   }
 }
 
-// All spans in one launch: blockIdx.y = span.
+// Spans in one launch: blockIdx.y = span (of those `spans` points at).
 template <typename Lane>
 __global__ void span_kernel(Planes<typename Lane::T> planes, const Span* spans) {
   const Span span = spans[blockIdx.y];
@@ -83,9 +83,11 @@ void build_planes(const Lane& lane, const Planes<typename Lane::T>& planes, cons
     MF_LAUNCH(ladder_kernel, blocks_for(planes.rows * planes.stride()), kThreads, 0, stream)(lane, planes, level);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  if (plan.num_spans > 0) {
-    const dim3 grid(blocks_for(planes.rows * planes.n), plan.num_spans);
-    MF_LAUNCH(span_kernel<Lane>, grid, kThreads, 0, stream)(planes, plan.spans);
+  // One launch per 65,535 spans: gridDim.y cannot be larger.
+  constexpr int32_t kMaxGridY = 65535;
+  for (int32_t first = 0; first < plan.num_spans; first += kMaxGridY) {
+    const dim3 grid(blocks_for(planes.rows * planes.n), std::min(kMaxGridY, plan.num_spans - first));
+    MF_LAUNCH(span_kernel<Lane>, grid, kThreads, 0, stream)(planes, plan.spans + first);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
