@@ -9,6 +9,10 @@ done on N numbers by :mod:`medgan_fast.metrics.quality`, which is the public API
 Every op here has a `<op>_reference` in plain PyTorch that follows piq 0.8.0's steps
 (the oracle in tests and the fallback when the extension is missing). Inputs are
 float32 or float64, contiguous; results are float64 sums turned into the input dtype.
+
+Autograd: the kernels have no backward. When one is needed (grad mode on and an input
+requires grad) every op runs its reference instead, which autograd differentiates, so the
+metrics give piq's gradients; the choice is made in one place, :func:`_kernel`.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._ext import HAS_CPU_KERNELS, use_kernel
+from .._ext import HAS_CPU_KERNELS, IMPLS, use_kernel
 
 __all__ = [
-    "auto_pool", "gaussian_window", "gmsd_deviation", "gmsd_deviation_reference", "haarpsi_sums", "haarpsi_sums_reference",
-    "mdsi_pooled", "mdsi_pooled_reference", "squared_error", "squared_error_reference", "ssim_means",
-    "ssim_means_reference",
+    "auto_pool", "complex_ssim_means", "gaussian_window", "gmsd_deviation", "gmsd_deviation_reference", "haarpsi_sums",
+    "haarpsi_sums_reference", "mdsi_pooled", "mdsi_pooled_reference", "squared_error", "squared_error_reference",
+    "ssim_means", "ssim_means_reference",
 ]
 
 KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -38,14 +42,35 @@ def gaussian_window(size: int, sigma: float, dtype=torch.float64, device=None) -
     return (g / g.sum()).to(dtype=dtype, device=device)
 
 
-def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
-    if x.shape != y.shape or x.dim() != 4 or x.dtype != y.dtype or x.device != y.device:
-        raise ValueError(f"x and y must be (N, C, H, W) tensors of one shape, dtype and device, got "
+def _check_pair(x: torch.Tensor, y: torch.Tensor, complex_parts: bool = False) -> None:
+    """(N, C, H, W) x and y (with `complex_parts`, (N, C, H, W, 2)) of one shape, dtype, device."""
+    layout, dims = ("(N, C, H, W, 2)", 5) if complex_parts else ("(N, C, H, W)", 4)
+    if (x.shape != y.shape or x.dim() != dims or (complex_parts and x.shape[-1] != 2)
+            or x.dtype != y.dtype or x.device != y.device):
+        raise ValueError(f"x and y must be {layout} tensors of one shape, dtype and device, got "
                          f"{tuple(x.shape)} {x.dtype} {x.device} and {tuple(y.shape)} {y.dtype} {y.device}")
 
 
-def _kernel(op: str, x: torch.Tensor, impl: str) -> bool:
-    return x.dtype in KERNEL_DTYPES and use_kernel(op, x.device, impl)
+def _kernel(op: str, impl: str, *tensors: torch.Tensor) -> bool:
+    """Whether `op` runs its fused kernel on `tensors` (x first): the one place every op
+    here decides between the kernel and its `<op>_reference`.
+
+    The kernels compute no backward, so when autograd will need one (grad mode on and any
+    of `tensors` requires grad) the op runs the reference, which autograd differentiates.
+    This is preferred to ``register_autograd`` with a backward that recomputes through
+    the reference: that would run the kernel forward and then the reference forward again
+    in the backward, costing more than the reference alone, and would lose double backward.
+    impl="kernel" on such inputs is refused rather than answered without a gradient.
+    """
+    x = tensors[0]
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+        return x.dtype in KERNEL_DTYPES and use_kernel(op, x.device, impl)
+    if impl not in IMPLS:  # use_kernel's check, which this path does not reach
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "kernel":
+        raise RuntimeError(f"medgan_fast.ops.{op}: the kernel has no backward, and an input requires grad; "
+                           "use impl='auto' or 'reference' (or torch.no_grad())")
+    return False
 
 
 def _colour(x: torch.Tensor, matrix) -> torch.Tensor:
@@ -75,7 +100,7 @@ def squared_error(x: torch.Tensor, y: torch.Tensor, scale: float, greyscale: boo
     """(N,) mean over C, H, W of (scale * (x - y))^2; with `greyscale` (C = 3) of the luma
     0.299 R + 0.587 G + 0.114 B instead."""
     _check_pair(x, y)
-    if _kernel("squared_error", x, impl):
+    if _kernel("squared_error", impl, x, y):
         return torch.ops.medgan_fast.metric_squared_error(x.contiguous(), y.contiguous(), float(scale), bool(greyscale))
     return squared_error_reference(x, y, scale, greyscale)
 
@@ -97,21 +122,27 @@ def ssim_means(x, y, window: torch.Tensor, scale: float, pool: int, c1: float, c
     convolution), so each side must be at least len(window) after pooling.
     """
     _check_pair(x, y)
-    if _kernel("ssim", x, impl):
+    if _kernel("ssim", impl, x, y, window):
         return torch.ops.medgan_fast.metric_ssim(x.contiguous(), y.contiguous(), window.to(x).contiguous(),
                                                  float(scale), int(pool), float(c1), float(c2))
     return ssim_means_reference(x, y, window, scale, pool, c1, c2)
+
+
+def _blur(t: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """Each channel of (N, C, H, W) `t` filtered with the 2-D Gaussian outer(window, window),
+    without padding (piq's SSIM convolution)."""
+    channels = t.shape[1]
+    kernel = torch.outer(window, window).to(t).expand(channels, 1, -1, -1)
+    return F.conv2d(t, kernel, groups=channels)
 
 
 def ssim_means_reference(x, y, window, scale, pool, c1, c2):
     x, y = x * scale, y * scale
     if pool > 1:
         x, y = F.avg_pool2d(x, pool), F.avg_pool2d(y, pool)
-    channels = x.shape[1]
-    kernel = torch.outer(window, window).to(x).expand(channels, 1, -1, -1)
 
     def blur(t):
-        return F.conv2d(t, kernel, groups=channels)
+        return _blur(t, window)
 
     mu_x, mu_y = blur(x), blur(y)
     sigma_xx = blur(x * x) - mu_x**2
@@ -119,6 +150,33 @@ def ssim_means_reference(x, y, window, scale, pool, c1, c2):
     sigma_xy = blur(x * y) - mu_x * mu_y
     cs = (2 * sigma_xy + c2) / (sigma_xx + sigma_yy + c2)
     ssim = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * cs
+    return ssim.mean(dim=(2, 3)), cs.mean(dim=(2, 3))
+
+
+def complex_ssim_means(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, scale: float, c1: float, c2: float):
+    """(ssim, cs), each (N, C, 2): piq 0.8.0's SSIM of complex images, (N, C, H, W, 2) with
+    the real and imaginary parts in the last dimension (piq's _ssim_per_channel_complex).
+
+    Plain PyTorch, no kernel: the fused SSIM kernel reduces real maps per channel, and
+    complex SSIM needs the cross products of the parts before filtering. Images times
+    `scale`, valid Gaussian filtering with `window`; the complex means and (co)variances
+    give cs = (2 sigma_xy + c2) / (sigma_x^2 + sigma_y^2 + c2) and
+    ssim = (2 mu_x mu_y + c1) / (|mu_x|^2 + |mu_y|^2 + c1) * cs, where piq, and so this,
+    stacks sigma_xy as (imaginary, real) but mu_x mu_y as (real, imaginary) and
+    multiplies the two component by component. Differentiable by autograd.
+    """
+    _check_pair(x, y, complex_parts=True)
+    x, y = x * scale, y * scale
+    x_re, x_im, y_re, y_im = x[..., 0], x[..., 1], y[..., 0], y[..., 1]
+    mu_x_re, mu_x_im, mu_y_re, mu_y_im = (_blur(t, window) for t in (x_re, x_im, y_re, y_im))
+    mu_xx, mu_yy = mu_x_re**2 + mu_x_im**2, mu_y_re**2 + mu_y_im**2
+    mu_xy_re, mu_xy_im = mu_x_re * mu_y_re - mu_x_im * mu_y_im, mu_x_re * mu_y_im + mu_x_im * mu_y_re
+    sigma_xx = _blur(x_re**2 + x_im**2, window) - mu_xx
+    sigma_yy = _blur(y_re**2 + y_im**2, window) - mu_yy
+    sigma_xy_re = _blur(x_re * y_re - x_im * y_im, window) - mu_xy_re
+    sigma_xy_im = _blur(x_re * y_im + x_im * y_re, window) - mu_xy_im
+    cs = (2 * torch.stack([sigma_xy_im, sigma_xy_re], dim=-1) + c2) / (sigma_xx + sigma_yy + c2).unsqueeze(-1)
+    ssim = (2 * torch.stack([mu_xy_re, mu_xy_im], dim=-1) + c1) / (mu_xx + mu_yy + c1).unsqueeze(-1) * cs
     return ssim.mean(dim=(2, 3)), cs.mean(dim=(2, 3))
 
 
@@ -133,7 +191,7 @@ def gmsd_deviation(x, y, scale: float, pool_first: bool, num_scales: int, t: flo
     (GMSD), otherwise it is the full image (MS-GMSD). Gradients: Prewitt, zero padding 1.
     """
     _check_pair(x, y)
-    if _kernel("gmsd", x, impl):
+    if _kernel("gmsd", impl, x, y):
         return torch.ops.medgan_fast.metric_gmsd(x.contiguous(), y.contiguous(), float(scale), bool(pool_first),
                                                  int(num_scales), float(t), float(alpha))
     return gmsd_deviation_reference(x, y, scale, pool_first, num_scales, t, alpha)
@@ -166,7 +224,7 @@ def mdsi_pooled(x, y, scale: float, pool: int, c1: float, c2: float, c3: float, 
     (alpha) or, with `mult`, piq's product of complex powers (gamma, beta).
     """
     _check_pair(x, y)
-    if _kernel("mdsi", x, impl):
+    if _kernel("mdsi", impl, x, y):
         return torch.ops.medgan_fast.metric_mdsi(x.contiguous(), y.contiguous(), float(scale), int(pool), float(c1),
                                                  float(c2), float(c3), float(alpha), float(beta), float(gamma),
                                                  float(q), float(rho), bool(mult))
@@ -216,7 +274,7 @@ def haarpsi_sums(x, y, scale: float, scales: int, subsample: bool, c: float, alp
     largest gives the weights, the two finest the similarities (constant `c`).
     """
     _check_pair(x, y)
-    if _kernel("haarpsi", x, impl):
+    if _kernel("haarpsi", impl, x, y):
         return torch.ops.medgan_fast.metric_haarpsi(x.contiguous(), y.contiguous(), float(scale), int(scales),
                                                     bool(subsample), float(c), float(alpha))
     return haarpsi_sums_reference(x, y, scale, scales, subsample, c, alpha)

@@ -3,9 +3,11 @@
 Every metric must give piq's result: within 1e-5 relative in float64 and 1e-4 absolute in
 float32, on random images, real EM / dermoscopy / histology images (/work/shared/data),
 odd sizes, a batch of one, identical images, grey and RGB, every reduction, non-default
-parameters, data_range=255, half precision (computed in float32) and images large enough
-for SSIM's and MDSI's automatic downsampling. PSNR is also checked against scikit-image.
-piq always runs on the CPU; ours runs on the ``device`` fixture's device.
+parameters, data_range=255, half precision (computed in float32), images large enough
+for SSIM's and MDSI's automatic downsampling, and piq's complex (N, C, H, W, 2) images for
+SSIM and MS-SSIM. PSNR is also checked against scikit-image. The input errors and their
+documented differences in type from piq's are checked last. piq always runs on the CPU;
+ours runs on the ``device`` fixture's device. Gradients: tests/metrics/test_quality_grad.py.
 """
 
 from __future__ import annotations
@@ -467,6 +469,91 @@ def test_psnr_matches_skimage_255(device):
 
 
 # ---------------------------------------------------------------------------------------
+# Complex images (N, C, H, W, 2): SSIM and MS-SSIM as piq's _ssim_per_channel_complex and
+# _multi_scale_ssim_complex (plain PyTorch on our side: the kernel has no complex form)
+
+def complex_pair(shape, dtype=torch.float64, seed=0, data_range=1.0):
+    """(N, C, H, W, 2) x and y: real and imaginary parts, each an image_pair, in [0, data_range]."""
+    real, imag = image_pair(shape, dtype, seed=seed, data_range=data_range), \
+        image_pair(shape, dtype, seed=seed + 1, data_range=data_range)
+    return torch.stack([real[0], imag[0]], dim=-1), torch.stack([real[1], imag[1]], dim=-1)
+
+
+COMPLEX_CASES = [  # (name, kwargs, channels, (H, W))
+    ("ssim", {}, 3, (40, 45)),
+    ("ssim", {"kernel_size": 3, "kernel_sigma": 0.5}, 1, (33, 18)),
+    ("ssim", {"kernel_size": 7, "kernel_sigma": 1.0, "data_range": 255.0}, 3, (40, 45)),
+    ("ssim", {"kernel_size": 11, "reduction": "none", "full": True}, 1, (67, 93)),
+    ("ssim", {"kernel_size": 5, "reduction": "sum", "full": True, "k1": 0.02, "k2": 0.05}, 3, (24, 25)),
+    ("ssim", {"kernel_size": 1}, 1, (8, 9)),
+    ("ms_ssim", {"kernel_size": 3, "scale_weights": torch.tensor([0.2, 0.3, 0.5])}, 3, (41, 45)),
+    ("ms_ssim", {"kernel_size": 7, "kernel_sigma": 1.0, "reduction": "none", "data_range": 255.0}, 1, (97, 100)),
+    ("ms_ssim", {"reduction": "sum"}, 1, (161, 170)),  # the default 5 scales, odd sizes on the way down
+    ("ms_ssim", {"kernel_size": 5, "k1": 0.02, "k2": 0.4, "reduction": "none"}, 3, (65, 66)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("name, kwargs, channels, size", COMPLEX_CASES,
+                         ids=[f"{n}-{'-'.join(f'{k}{v}' for k, v in kw.items() if k != 'scale_weights')}-{c}ch-"
+                              f"{h}x{w}" for n, kw, c, (h, w) in COMPLEX_CASES])
+def test_complex_matches_piq(device, name, kwargs, channels, size, dtype):
+    data_range = kwargs.get("data_range", 1.0)
+    x, y = complex_pair((2, channels, *size), dtype, seed=19, data_range=data_range)
+    got = matches_piq(name, x, y, device, **kwargs)
+    values = got if isinstance(got, list) else [got]
+    per_image = (2, 2) if kwargs.get("reduction") == "none" else (2,)
+    assert all(v.shape == per_image for v in values), [v.shape for v in values]  # (real, imaginary)
+
+
+def test_complex_images_are_never_downsampled(device):
+    """piq takes SSIM's pooling factor from the last two sizes, (W, 2) for complex images,
+    so large complex images are not pooled; ours neither (and agrees with piq)."""
+    x, y = complex_pair((1, 1, 400, 390), torch.float32, seed=20)
+    pooled_if_real = quality.ssim(x[..., 0].to(device), y[..., 0].to(device), downsample=False)
+    assert not torch.allclose(pooled_if_real, quality.ssim(x[..., 0].to(device), y[..., 0].to(device)))
+    got = matches_piq("ssim", x, y, device)
+    torch.testing.assert_close(got, quality.ssim(x.to(device), y.to(device), downsample=False), rtol=0, atol=0)
+
+
+def test_complex_real_part_zero_imaginary():
+    """With zero imaginary parts, piq's complex CS has the real images' CS second (piq stacks
+    the covariance as (imaginary, real)) and c2 / (sigma_x^2 + sigma_y^2 + c2) first."""
+    x, y = image_pair((2, 3, 40, 41), torch.float64, seed=21)
+    zero = torch.zeros_like(x)
+    _, cs = quality.ssim(torch.stack([x, zero], -1), torch.stack([y, zero], -1), full=True, reduction="none")
+    _, real_cs = quality.ssim(x, y, full=True, reduction="none")
+    torch.testing.assert_close(cs[:, 1], real_cs, rtol=1e-12, atol=1e-12)
+    assert ((0 < cs[:, 0]) & (cs[:, 0] < 1)).all(), cs
+
+
+COMPLEX_BAD = [  # (name, x, y, kwargs, error, match), from a (1, 1, 40, 41, 2) pair
+    ("ssim", lambda x, y: (torch.cat([x, x[..., :1]], -1), torch.cat([y, y[..., :1]], -1)), {}, ValueError,
+     re.escape("5-D (N, C, H, W, 2)")),
+    ("ms_ssim", lambda x, y: (x[..., :1], y[..., :1]), {}, ValueError, re.escape("5-D (N, C, H, W, 2)")),
+    ("ssim", lambda x, y: (x, y[..., 0]), {}, ValueError, "same shape"),
+    ("ssim", lambda x, y: (x, y[:, :, :-1]), {}, ValueError, "same shape"),
+    ("ssim", lambda x, y: (_with(x, (0, 0, 2, 3, 1), -0.5), y), {}, ValueError,
+     re.escape("x must have values in [0, data_range]")),  # imaginary parts too, as piq
+    ("ssim", lambda x, y: (x, _with(y, (0, 0, 2, 3, 1), float("nan"))), {}, ValueError, "y contains NaN"),
+    ("ssim", lambda x, y: (x[:, :, :10], y[:, :, :10]), {}, ValueError, "kernel_size"),
+    ("ssim", lambda x, y: (x, y), {"kernel_size": 4}, ValueError, "kernel_size"),
+    ("ms_ssim", lambda x, y: (x, y), {}, ValueError, f"at least {MS_SSIM_MIN}x{MS_SSIM_MIN}"),
+    ("ssim", lambda x, y: (torch.cat([x] * 2, 1), torch.cat([y] * 2, 1)), {}, ValueError, "channels"),
+] + [(name, lambda x, y: (x, y), {}, ValueError, "4-D") for name in NAMES if name not in ("ssim", "ms_ssim")]
+
+
+@pytest.mark.parametrize("name, make, kwargs, error, match", COMPLEX_BAD,
+                         ids=[f"{case[0]}-{i}" for i, case in enumerate(COMPLEX_BAD)])
+def test_complex_bad_inputs(name, make, kwargs, error, match):
+    """Complex images only for SSIM and MS-SSIM (piq 0.8.0 also computes PSNR on them; we
+    refuse), with a last dimension of 2 (piq reads parts 0 and 1 of any longer one)."""
+    x, y = make(*complex_pair((1, 1, 40, 41), torch.float32, seed=22))
+    with pytest.raises(error, match=match):
+        call(METRICS[name][0], x, y, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------
 # Input checks: ValueError / TypeError with a message that says what is wrong
 
 def _valid(name, channels=3, dtype=torch.float32):
@@ -542,6 +629,47 @@ def test_bad_metric_arguments(name, shape, kwargs, match):
     x, y = image_pair(shape, torch.float32, seed=16)
     with pytest.raises(ValueError, match=match):
         call(METRICS[name][0], x, y, **kwargs)
+
+
+# The error types the docstrings (module and functions) document as differing from piq's:
+# COMMON_BAD case or (name, shape, kwargs) -> piq 0.8.0's exception type (ours: the case's).
+PIQ_ERROR_TYPES = {"3-D": AssertionError, "shape mismatch": AssertionError, "batch mismatch": AssertionError,
+                   "above data_range": AssertionError, "negative": AssertionError, "nan": AssertionError,
+                   "inf": AssertionError, "not a tensor": AssertionError, "empty batch": RuntimeError,
+                   "complex": NotImplementedError}
+PIQ_SPECIFIC_ERROR_TYPES = [("ssim", {"kernel_size": 10}, 3), ("ms_ssim", {"kernel_size": 10}, 3),
+                            ("ms_gmsd", {"chromatic": True}, 1)]
+
+
+@pytest.mark.parametrize("case", list(PIQ_ERROR_TYPES))
+@pytest.mark.parametrize("name", NAMES)
+def test_error_types_differ_from_piq_as_documented(name, case):
+    make, kwargs, error, _ = COMMON_BAD[case]
+    x, y = make(*_valid(name))
+    with pytest.raises(error):
+        call(METRICS[name][0], x, y, **kwargs)
+    with pytest.raises(PIQ_ERROR_TYPES[case]):
+        call(METRICS[name][1], x, y, **kwargs)
+
+
+@pytest.mark.parametrize("name, kwargs, channels", PIQ_SPECIFIC_ERROR_TYPES, ids=["ssim", "ms_ssim", "ms_gmsd"])
+def test_specific_error_types_differ_from_piq_as_documented(name, kwargs, channels):
+    x, y = _valid(name, channels)
+    with pytest.raises(ValueError):
+        call(METRICS[name][0], x, y, **kwargs)
+    with pytest.raises(AssertionError):
+        call(METRICS[name][1], x, y, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["ssim", "ms_ssim", "gmsd", "ms_gmsd", "mdsi", "haarpsi"])
+def test_dtype_mismatch_casts_y(name):
+    """piq's filtering metrics raise RuntimeError on a float32/float64 pair; ours casts y to
+    x's dtype (as documented), giving the float32 pair's result exactly."""
+    x, y = _valid(name)
+    with pytest.raises(RuntimeError):
+        call(METRICS[name][1], x, y.double())
+    got = call(METRICS[name][0], x, y.double(), reduction="none")
+    torch.testing.assert_close(got, call(METRICS[name][0], x, y, reduction="none"), rtol=0, atol=0)
 
 
 def test_mdsi_warns_on_grey():

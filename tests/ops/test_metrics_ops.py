@@ -1,5 +1,6 @@
 """The image-quality ops (medgan_fast.ops.metrics): kernel against reference, opcheck,
-CPU against CUDA, torch.compile.
+CPU against CUDA, torch.compile; inputs requiring grad running the reference (the kernels
+have no backward); complex_ssim_means against piq's complex SSIM.
 
 The oracle is each op's ``<op>_reference`` run in float64 and cast to the input dtype
 (the kernels accumulate in float64, so a float32 reference would be the less accurate
@@ -9,6 +10,7 @@ The metrics built on these ops are compared with piq in tests/metrics/test_quali
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -303,12 +305,83 @@ def test_fallback_when_no_kernel(monkeypatch, assert_close, op):
         call(op, x, y, "kernel", **params)
 
 
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "requires_grad"])
 @pytest.mark.parametrize("impl", ["bogus", "cuda", "", None])
 @pytest.mark.parametrize("op", OPS)
-def test_bad_impl(op, impl):
+def test_bad_impl(op, impl, requires_grad):
     x, y = image_pair((1, 1, 32, 32), torch.float32)
     with pytest.raises(ValueError, match="impl"):
-        call(op, x, y, impl, **REPRESENTATIVE[op])
+        call(op, x.requires_grad_(requires_grad), y, impl, **REPRESENTATIVE[op])
+
+
+# ---------------------------------------------------------------------------------------
+# Autograd: the kernels have no backward, so inputs that need one run the reference
+
+@pytest.mark.parametrize("op", OPS)
+def test_inputs_requiring_grad_run_the_reference(device, assert_close, op):
+    """x or y requiring grad: "auto" and "reference" give the reference's differentiable
+    result (equal to the kernel's value); "kernel" refuses; under no_grad the kernel runs."""
+    params = REPRESENTATIVE[op]
+    x, y = image_pair((2, 3, 40, 44), torch.float64, seed=13, device=device)
+    kernel = call(op, x, y, "kernel", **params)
+    for xg, yg in [(x.clone().requires_grad_(), y), (x, y.clone().requires_grad_())]:
+        for impl in ("auto", "reference"):
+            got = call(op, xg, yg, impl, **params)
+            assert all(t.requires_grad for t in got), (op, impl)
+            for g, k in zip(got, kernel):
+                assert_close(g.detach(), k)
+            inputs = [t for t in (xg, yg) if t.requires_grad]
+            grads = torch.autograd.grad(sum(t.sum() for t in got), inputs)
+            assert all(torch.isfinite(g).all() and g.abs().max() > 0 for g in grads), op
+        with pytest.raises(RuntimeError, match="no backward"):
+            call(op, xg, yg, "kernel", **params)
+        with torch.no_grad():
+            for g, k in zip(call(op, xg, yg, "kernel", **params), kernel):
+                assert not g.requires_grad
+                assert_close(g, k)
+
+
+def test_window_requiring_grad_runs_the_reference(assert_close):
+    x, y = image_pair((1, 1, 32, 32), torch.float64, seed=14)
+    w = window(7, 1.0).requires_grad_()
+    ssim, cs = mops.ssim_means(x, y, w, 1.0, 1, 1e-4, 9e-4)
+    (grad,) = torch.autograd.grad(ssim.sum() + cs.sum(), [w])
+    assert grad.shape == w.shape and grad.abs().max() > 0
+    for got, expected in zip((ssim, cs), mops.ssim_means(x, y, w.detach(), 1.0, 1, 1e-4, 9e-4, impl="kernel")):
+        assert_close(got.detach(), expected)
+
+
+# ---------------------------------------------------------------------------------------
+# complex_ssim_means: piq's complex SSIM, plain PyTorch (no kernel)
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("size, sigma, scale", [(11, 1.5, 1.0), (7, 1.0, 1 / 255), (3, 0.5, 1.0), (1, 1.5, 1.0)])
+def test_complex_ssim_means_matches_piq(device, assert_close, dtype, size, sigma, scale):
+    """Against piq's own _ssim_per_channel_complex (on the CPU, in float64) on random parts."""
+    from piq.functional import gaussian_filter
+    from piq.ssim import _ssim_per_channel_complex
+
+    for i, (n, h, w) in enumerate(SHAPES):
+        if min(h, w) < size:
+            continue
+        parts = [image_pair((n, 3, h, w), torch.float64, seed=15 + i + k, high=1 / scale) for k in range(2)]
+        x, y = (torch.stack([parts[0][j], parts[1][j]], dim=-1) for j in range(2))
+        kernel = gaussian_filter(size, sigma, dtype=torch.float64).repeat(3, 1, 1, 1)
+        expected = _ssim_per_channel_complex(x * scale, y * scale, kernel, k1=0.01, k2=0.03)
+        got = mops.complex_ssim_means(x.to(device, dtype), y.to(device, dtype), window(size, sigma, dtype, device),
+                                      scale, 1e-4, 9e-4)
+        for g, e in zip(got, expected):
+            assert g.shape == (n, 3, 2) and g.dtype == dtype and g.device.type == device.type
+            assert_close(g.cpu(), e.to(dtype), msg=f"{size} {scale} {(n, h, w)}")
+
+
+def test_complex_ssim_means_checks_its_pair():
+    x, y = image_pair((1, 1, 20, 20), torch.float32)
+    complex_x, complex_y = torch.stack([x, y], -1), torch.stack([y, x], -1)
+    for bad_x, bad_y in [(x, y), (complex_x, complex_y[..., :1]), (torch.cat([complex_x] * 2, -1), ) * 2,
+                         (complex_x, complex_y.double()), (complex_x, complex_y[:, :, 1:])]:
+        with pytest.raises(ValueError, match=re.escape("x and y must be (N, C, H, W, 2)")):
+            mops.complex_ssim_means(bad_x, bad_y, window(3, 1.0, torch.float32), 1.0, 1e-4, 9e-4)
 
 
 @pytest.mark.parametrize("op", OPS)
