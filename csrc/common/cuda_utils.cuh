@@ -35,6 +35,13 @@ inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().
 inline c10::DataPtr device_buffer(size_t bytes) { return c10::cuda::CUDACachingAllocator::get()->allocate(bytes); }
 #endif
 
+// Bytes of device memory free now (for drivers that size their scratch to fit).
+inline int64_t free_device_memory() {
+  size_t free_bytes = 0, total_bytes = 0;
+  C10_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return static_cast<int64_t>(free_bytes);
+}
+
 // A device copy of a host array, enqueued on the current stream.
 template <typename T>
 c10::DataPtr device_copy(const T* host, size_t count) {

@@ -18,6 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from medgan_fast import emulation
 from medgan_fast.ops import morphology as morph
 from medgan_fast.ops.morphology import (
     ball, cube, dilate, dilate_reference, disk, erode, erode_reference, square,
@@ -603,6 +604,26 @@ def test_more_spans_than_a_grid_dimension(assert_close, rng, gpu):
     with gpu.running():
         got = dilate(gpu.put(x), gpu.put(fp), impl="kernel")
     assert_close(got.cpu(), expected)
+
+
+@pytest.mark.skipif(not emulation.AVAILABLE, reason="needs the emulation's memory budget")
+@pytest.mark.parametrize("dtype", [torch.bool, torch.float32], ids=str)
+@pytest.mark.parametrize("shape, footprint", [((600, 700), disk(6)), ((24, 60, 70), ball(3))], ids=["2d", "3d"])
+def test_cuda_planes_fit_the_free_memory(assert_close, rng, shape, footprint, dtype):
+    """The CUDA driver builds its planes band by band, sized to the free device memory, so
+    an image whose planes exceed it is still processed (the emulation's budget plays the
+    GPU's free memory)."""
+    x = torch.from_numpy(random_image(rng, shape, dtype, 0.3))
+    expected = dilate(x, footprint, impl="kernel")
+    with emulation.emulated_cuda():
+        emulation.peak_memory(reset=True)
+        dilate(x, footprint, impl="kernel")
+        whole = emulation.peak_memory(reset=True)  # with memory to spare: all planes at once
+    budget = whole // 3
+    with emulation.emulated_cuda(memory_budget=budget):
+        got = dilate(x, footprint, impl="kernel")
+        assert emulation.peak_memory(reset=True) <= budget
+    assert_close(got, expected)
 
 
 # module attribute used by the docstring; guards against a silent rename of the grey list

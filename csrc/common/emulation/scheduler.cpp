@@ -527,6 +527,11 @@ c10::DataPtr allocate(size_t bytes) {
   return c10::DataPtr(data, new Allocation{data, size}, &release, c10::Device(c10::kCPU));
 }
 
+int64_t free_memory() {
+  const int64_t budget = g_budget.load();
+  return budget < 0 ? int64_t{16} << 30 : std::max<int64_t>(0, budget - g_in_use.load());
+}
+
 bool enabled() { return tls_enabled; }
 void set_enabled(bool on) { tls_enabled = on; }
 void set_schedule_seed(uint64_t seed) { g_seed.store(seed); }

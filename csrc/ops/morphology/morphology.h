@@ -172,11 +172,13 @@ struct ValueLane {
 // Where the planes' rows are: all in one buffer, each row `left` + n + `right` elements
 // (n = words for binary, pixels for grey); row(plane, r)[j] for j in [-left, n + right).
 template <typename T>
+// `rows` source rows from `first` on (the CUDA driver keeps a band of rows, not the volume).
 struct Planes {
   T* data;
   int64_t rows, n, left, right;
+  int64_t first = 0;
   MF_HD int64_t stride() const { return left + n + right; }
-  MF_HD T* row(int32_t plane, int64_t r) const { return data + (plane * rows + r) * stride() + left; }
+  MF_HD T* row(int32_t plane, int64_t r) const { return data + (plane * rows + r - first) * stride() + left; }
 };
 
 // Plan or PlanView: anything with planes, left_pixels and right_pixels.
@@ -208,6 +210,21 @@ template <typename Lane>
 MF_HD Shift span_last(const Span& s) { return Lane::shift(s.x1 - (int64_t{1} << s.level) + 1); }
 
 // The row (z + dz, y + dy) that output row r = (z, y) reads for `run`, or -1 when outside.
+// Output row r reads source rows r + lo .. r + hi (flattened z * height + y), within bounds.
+struct RowReach {
+  int64_t lo = 0, hi = 0;
+};
+
+inline RowReach row_reach(const Shape& shape, const RunRef* runs, int32_t num_runs) {
+  RowReach reach;
+  for (int32_t i = 0; i < num_runs; ++i) {
+    const int64_t offset = runs[i].dz * shape.height + runs[i].dy;
+    reach.lo = i == 0 ? offset : std::min(reach.lo, offset);
+    reach.hi = i == 0 ? offset : std::max(reach.hi, offset);
+  }
+  return reach;
+}
+
 MF_HD int64_t run_source_row(const Shape& shape, const RunRef& run, int64_t r) {
   const int64_t z = r / shape.height + run.dz, y = r % shape.height + run.dy;
   if (z < 0 || z >= shape.depth || y < 0 || y >= shape.height) return -1;

@@ -41,12 +41,8 @@ template <typename Lane, typename FillRow, typename WriteRow>
 void stream_rows(const Lane& lane, const Shape& shape, const PlanView& plan, int64_t n, FillRow fill_row,
                  WriteRow write_row) {
   using T = typename Lane::T;
-  int64_t reach_lo = 0, reach_hi = 0;  // source rows r + reach_lo .. r + reach_hi, flattened
-  for (int32_t i = 0; i < plan.num_runs; ++i) {
-    const int64_t offset = plan.runs[i].dz * shape.height + plan.runs[i].dy;
-    reach_lo = i == 0 ? offset : std::min(reach_lo, offset);
-    reach_hi = i == 0 ? offset : std::max(reach_hi, offset);
-  }
+  const RowReach reach = row_reach(shape, plan.runs, plan.num_runs);
+  const int64_t reach_lo = reach.lo, reach_hi = reach.hi;
   // The rows alive at once are a contiguous range of at most this many, so `source %
   // capacity` keeps them apart; a footprint taller than the image needs no more rows than it has.
   const int64_t capacity = std::min(reach_hi - reach_lo + 1, shape.rows());

@@ -1,17 +1,21 @@
 // CUDA drivers of morphology.h: one thread per element (a word of 64 pixels for binary,
-// a pixel for grey) in each stage: plane 0, ladder levels, spans, combine-runs. Every
-// stage reads rows that neighbouring threads read too, so the caches serve most loads.
+// a pixel for grey) in each stage: plane 0, ladder levels, spans, combine-runs, over one
+// band of rows at a time (run_bands). Every stage reads rows that neighbouring threads read
+// too, so the caches serve most loads.
 #include "common/cuda_utils.cuh"
 #include "ops/morphology/morphology.h"
 
 namespace medgan_fast::morphology {
 namespace {
 
+// Every kernel works on the band of source rows its Planes hold (planes.first on) or on a
+// band of output rows; the driver (run_bands) walks the volume band by band.
+
 // Plane 0 over whole rows, margins included: packed input (binary) or a copy (grey).
 __global__ void pack_kernel(const uint8_t* input, Planes<uint64_t> planes, Shape shape, bool invert) {
   const int64_t stride = planes.stride();
   MF_GRID_STRIDE(i, planes.rows * stride) {
-    const int64_t r = i / stride, j = i % stride - planes.left;
+    const int64_t r = planes.first + i / stride, j = i % stride - planes.left;
     const bool inside = j >= 0 && j < planes.n;
     planes.row(0, r)[j] = inside ? pack_word(input + r * shape.width, shape.width, j, invert) : 0;
   }
@@ -21,7 +25,7 @@ template <typename Lane>
 __global__ void copy_kernel(Lane lane, const typename Lane::T* input, Planes<typename Lane::T> planes) {
   const int64_t stride = planes.stride();
   MF_GRID_STRIDE(i, planes.rows * stride) {
-    const int64_t r = i / stride, j = i % stride - planes.left;
+    const int64_t r = planes.first + i / stride, j = i % stride - planes.left;
     planes.row(0, r)[j] = (j >= 0 && j < planes.n) ? input[r * planes.n + j] : lane.identity();
   }
 }
@@ -32,7 +36,7 @@ __global__ void ladder_kernel(Lane lane, Planes<typename Lane::T> planes, int32_
   const int64_t stride = planes.stride();
   const Shift by_h = Lane::shift(int64_t{1} << (level - 1));
   MF_GRID_STRIDE(i, planes.rows * stride) {
-    const int64_t r = i / stride, j = i % stride - planes.left;
+    const int64_t r = planes.first + i / stride, j = i % stride - planes.left;
     planes.row(level, r)[j] = j < planes.n ? ladder_element<Lane>(planes.row(level - 1, r), j, by_h) : lane.identity();
   }
 }
@@ -43,7 +47,7 @@ __global__ void span_kernel(Planes<typename Lane::T> planes, const Span* spans) 
   const Span span = spans[blockIdx.y];
   const Shift first = span_first<Lane>(span), last = span_last<Lane>(span);
   MF_GRID_STRIDE(i, planes.rows * planes.n) {
-    const int64_t r = i / planes.n, j = i % planes.n;
+    const int64_t r = planes.first + i / planes.n, j = i % planes.n;
     planes.row(span.plane, r)[j] = span_element<Lane>(planes.row(span.level, r), j, first, last);
   }
 }
@@ -59,10 +63,11 @@ __device__ typename Lane::T combine_runs(const Lane& lane, const Planes<typename
   return acc;
 }
 
+// Output rows [begin, begin + rows).
 __global__ void binary_output_kernel(Planes<uint64_t> planes, Shape shape, const RunRef* runs, int32_t num_runs,
-                                     uint8_t* output, bool invert) {
-  MF_GRID_STRIDE(i, planes.rows * planes.n) {
-    const int64_t r = i / planes.n, j = i % planes.n;
+                                     int64_t begin, int64_t rows, uint8_t* output, bool invert) {
+  MF_GRID_STRIDE(i, rows * planes.n) {
+    const int64_t r = begin + i / planes.n, j = i % planes.n;
     const uint64_t word = combine_runs(BitLane{}, planes, shape, runs, num_runs, r, j);
     unpack_word(invert ? ~word : word, output + r * shape.width, shape.width, j);
   }
@@ -70,9 +75,10 @@ __global__ void binary_output_kernel(Planes<uint64_t> planes, Shape shape, const
 
 template <typename Lane>
 __global__ void grey_output_kernel(Lane lane, Planes<typename Lane::T> planes, Shape shape, const RunRef* runs,
-                                   int32_t num_runs, typename Lane::T* output) {
-  MF_GRID_STRIDE(i, planes.rows * planes.n) {
-    output[i] = combine_runs(lane, planes, shape, runs, num_runs, i / planes.n, i % planes.n);
+                                   int32_t num_runs, int64_t begin, int64_t rows, typename Lane::T* output) {
+  MF_GRID_STRIDE(i, rows * planes.n) {
+    const int64_t r = begin + i / planes.n, j = i % planes.n;
+    output[r * planes.n + j] = combine_runs(lane, planes, shape, runs, num_runs, r, j);
   }
 }
 
@@ -102,37 +108,69 @@ struct DevicePlan {
         view(view_of(plan, static_cast<const Span*>(spans.get()), static_cast<const RunRef*>(runs.get()))) {}
 };
 
-template <typename Lane>
-void grey_morphology(const Lane& lane, const void* input, void* output, const Shape& shape, const Plan& layout) {
+// Walks the output rows in bands whose planes fit in at most kMaxScratch bytes and 3/4 of the
+// free device memory: each band builds the planes of the source rows it reaches (its rows
+// plus the footprint's reach), then writes its output rows. A whole 512^3 float volume with
+// ball(20) would need ~14 GB of planes at once; the CPU streams rows for the same reason.
+// fill(planes) writes plane 0 of the band's source rows; write(planes, begin, rows) the output.
+constexpr int64_t kMaxScratch = int64_t{512} << 20;
+
+template <typename Lane, typename Fill, typename Write>
+void run_bands(const Lane& lane, const Shape& shape, const Plan& layout, int64_t n, Fill fill, Write write) {
   using T = typename Lane::T;
   const cudaStream_t stream = current_stream();
   const DevicePlan device_plan(layout);
   const PlanView& plan = device_plan.view;
-  const c10::DataPtr scratch = device_buffer(planes_elements<Lane>(plan, shape.rows(), shape.width) * sizeof(T));
-  const auto planes = make_planes<Lane>(static_cast<T*>(scratch.get()), plan, shape.rows(), shape.width);
-  MF_LAUNCH(copy_kernel, blocks_for(planes.rows * planes.stride()), kThreads, 0, stream)(lane, static_cast<const T*>(input),
-                                                                                  planes);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  build_planes(lane, planes, plan, stream);
-  MF_LAUNCH(grey_output_kernel, blocks_for(planes.rows * planes.n), kThreads, 0, stream)(
-      lane, planes, shape, plan.runs, plan.num_runs, static_cast<T*>(output));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const RowReach reach = row_reach(shape, layout.runs.data(), plan.num_runs);
+  const int64_t total = shape.rows(), halo = reach.hi - reach.lo;
+  const int64_t row_bytes = planes_elements<Lane>(plan, 1, n) * static_cast<int64_t>(sizeof(T));
+  const int64_t free = free_device_memory(), budget = std::min(kMaxScratch, free - free / 4);
+  const int64_t band = std::max<int64_t>(1, std::min(total, budget / row_bytes - halo));
+  const c10::DataPtr scratch = device_buffer(std::min(total, band + halo) * row_bytes);
+  for (int64_t begin = 0; begin < total; begin += band) {
+    const int64_t end = std::min(total, begin + band);
+    const int64_t first = std::max<int64_t>(0, begin + reach.lo), last = std::min(total, end + reach.hi);
+    auto planes = make_planes<Lane>(static_cast<T*>(scratch.get()), plan, last - first, n);
+    planes.first = first;
+    fill(planes, stream);
+    build_planes(lane, planes, plan, stream);
+    write(planes, plan, begin, end - begin, stream);
+  }
+}
+
+template <typename Lane>
+void grey_morphology(const Lane& lane, const void* input, void* output, const Shape& shape, const Plan& layout) {
+  using T = typename Lane::T;
+  using P = Planes<T>;
+  run_bands(
+      lane, shape, layout, shape.width,
+      [&](const P& planes, cudaStream_t stream) {
+        MF_LAUNCH(copy_kernel, blocks_for(planes.rows * planes.stride()), kThreads, 0, stream)(
+            lane, static_cast<const T*>(input), planes);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      },
+      [&](const P& planes, const PlanView& plan, int64_t begin, int64_t rows, cudaStream_t stream) {
+        MF_LAUNCH(grey_output_kernel, blocks_for(rows * planes.n), kThreads, 0, stream)(
+            lane, planes, shape, plan.runs, plan.num_runs, begin, rows, static_cast<T*>(output));
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
 }
 
 void binary_morphology_cuda(const uint8_t* input, uint8_t* output, const Shape& shape, const Plan& layout,
                             bool invert) {
-  const cudaStream_t stream = current_stream();
-  const DevicePlan device_plan(layout);
-  const PlanView& plan = device_plan.view;
-  const int64_t n = words_per_row(shape.width);
-  const c10::DataPtr scratch = device_buffer(planes_elements<BitLane>(plan, shape.rows(), n) * sizeof(uint64_t));
-  const auto planes = make_planes<BitLane>(static_cast<uint64_t*>(scratch.get()), plan, shape.rows(), n);
-  MF_LAUNCH(pack_kernel, blocks_for(planes.rows * planes.stride()), kThreads, 0, stream)(input, planes, shape, invert);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  build_planes(BitLane{}, planes, plan, stream);
-  MF_LAUNCH(binary_output_kernel, blocks_for(planes.rows * planes.n), kThreads, 0, stream)(planes, shape, plan.runs,
-                                                                                      plan.num_runs, output, invert);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  using P = Planes<uint64_t>;
+  run_bands(
+      BitLane{}, shape, layout, words_per_row(shape.width),
+      [&](const P& planes, cudaStream_t stream) {
+        MF_LAUNCH(pack_kernel, blocks_for(planes.rows * planes.stride()), kThreads, 0, stream)(input, planes, shape,
+                                                                                              invert);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      },
+      [&](const P& planes, const PlanView& plan, int64_t begin, int64_t rows, cudaStream_t stream) {
+        MF_LAUNCH(binary_output_kernel, blocks_for(rows * planes.n), kThreads, 0, stream)(
+            planes, shape, plan.runs, plan.num_runs, begin, rows, output, invert);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
 }
 
 void grey_morphology_cuda(Grey dtype, const void* input, void* output, const Shape& shape, const Plan& plan,
