@@ -40,7 +40,7 @@ def bench(benchmark, group, entry, fn):
     return benchmark(fn)
 
 
-def bench_interleaved(benchmark, group, entries: dict, rounds=30, warmup=3):
+def bench_interleaved(benchmark, group, entries: dict, rounds=30, warmup=3, between=None):
     """Times several entries round-robin, one call each per round in a shuffled (seeded)
     order, so that drift in the machine's speed (seen here: +-20% over tens of seconds on a
     shared 2-core VM) and whatever the previous call left in the caches hit them alike;
@@ -49,13 +49,16 @@ def bench_interleaved(benchmark, group, entries: dict, rounds=30, warmup=3):
     named "none" (the work without the feature), also each entry's paired overhead: the
     median over rounds of its time / none's time in the same round, minus 1, which cancels
     drift that the ratio of medians keeps. pytest-benchmark also times the first entry on
-    its own."""
+    its own. `between`, if given, runs untimed before every timed call (other work of a
+    pipeline, e.g. pipeline_step)."""
     order = list(entries)
     shuffle = random.Random(0).shuffle
     times = {name: [] for name in entries}
     for round_ in range(warmup + rounds):
         shuffle(order)
         for name in order:
+            if between is not None:
+                between()
             start = time.perf_counter()
             entries[name]()
             if round_ >= warmup:
@@ -73,6 +76,13 @@ def bench_interleaved(benchmark, group, entries: dict, rounds=30, warmup=3):
                                                 "q3": float(np.percentile(ratios, 75))}
     benchmark.extra_info["interleaved"] = summary
     benchmark.pedantic(next(iter(entries.values())), rounds=3, iterations=1)
+
+
+def pipeline_step(megabytes=16):
+    """What a pipeline does between two calls of an op: builds and frees a large temporary
+    (reading the next file, the previous library's output). glibc returns a block this
+    large to the kernel at once, so the next op's output is mapped and faulted anew."""
+    np.ones(megabytes << 17).sum()
 
 
 def synchronised(fn):

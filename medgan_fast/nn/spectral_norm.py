@@ -39,6 +39,8 @@ from ..ops.spectral_norm import (
     attach_sigma,
     power_iteration_,
 )
+from ._torch_internals import (chain_member, chain_original, explicit_padding, parametrization_chain, swap_class,
+                              transposed_output_padding)
 
 __all__ = ["SpectralNorm", "fuse_spectral_norm", "spectral_norm"]
 
@@ -121,14 +123,10 @@ def _our_spectral_norm(module: nn.Module) -> tuple[SpectralNorm, torch.Tensor] |
     """(parametrization, unnormalised weight) if the module's weight parametrization is
     exactly one of ours, on a >= 2-D weight. (Plain dictionary lookups, not nn.Module's
     Python __getattr__: this runs for every layer in every forward.)"""
-    parametrizations = module._modules.get("parametrizations")
-    chain = parametrizations._modules.get("weight") if parametrizations is not None else None
+    chain = parametrization_chain(module, "weight")
     if chain is None or len(chain) != 1:
         return None, None
-    sn = chain._modules["0"]
-    original = chain._parameters.get("original")
-    if original is None:
-        original = chain._buffers.get("original")
+    sn, original = chain_member(chain, 0), chain_original(chain)
     return (sn, original) if isinstance(sn, SpectralNorm) and original.ndim >= 2 else (None, None)
 
 
@@ -148,12 +146,11 @@ def _fused_layer_call(module: nn.Module, weight: torch.Tensor, input: torch.Tens
     if isinstance(module, TRANSPOSED):
         if module.padding_mode != "zeros":
             return None  # the module's forward raises torch's error
-        output_padding = module._output_padding(input, output_size, module.stride, module.padding,
-                                                module.kernel_size, spatial, module.dilation)
+        output_padding = transposed_output_padding(module, input, output_size, spatial)
         return input, (module.stride, module.padding, module.dilation, True, output_padding, module.groups)
     padding = module.padding
     if module.padding_mode != "zeros":
-        input = F.pad(input, module._reversed_padding_repeated_twice, mode=module.padding_mode)
+        input = F.pad(input, explicit_padding(module), mode=module.padding_mode)
         padding = (0,) * spatial
     return input, (module.stride, padding, module.dilation, False, (0,) * spatial, module.groups)
 
@@ -231,7 +228,7 @@ def spectral_norm(module: nn.Module, name: str = "weight", n_power_iterations: i
     if name == "weight" and weight.ndim > 1 and isinstance(module, (nn.Linear, *CONVOLUTIONS, *TRANSPOSED)):
         # Before parametrize wraps the class, so its Parametrized subclass inherits the
         # scaled forward and removing the parametrization restores plain behaviour.
-        module.__class__ = _scaled_class(type(module))
+        swap_class(module, _scaled_class(type(module)))
     parametrize.register_parametrization(module, name, parametrization)
     return module
 

@@ -327,8 +327,20 @@ def crop_components(image: torch.Tensor | None, labels: torch.Tensor, count: int
         patches = crop_windows(image, corners, size, impl=impl)
         if mode == "texture":
             seen = dilate(wide, disk(dilation), impl=impl)[:, grow:grow + size, grow:grow + size] if grow else masks
-            patches = torch.where(seen[:, None], patches, torch.zeros((), dtype=patches.dtype, device=patches.device))
+            patches = _zero_outside(patches, seen[:, None])
     return ComponentPatches(patches.contiguous(), masks[:, None].contiguous(), ids, bbox, area, corners)
+
+
+# torch 2.11 (the GPU machine's) has no torch.where for uint16/32/64; the same bits viewed as
+# the signed type of that width select alike.
+_SIGNED_TWIN = {torch.uint16: torch.int16, torch.uint32: torch.int32, torch.uint64: torch.int64}
+
+
+def _zero_outside(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """values where keep, else 0 (keep broadcasts)."""
+    twin = _SIGNED_TWIN.get(values.dtype, values.dtype)
+    view = values.view(twin)
+    return torch.where(keep, view, torch.zeros((), dtype=twin, device=values.device)).view(values.dtype)
 
 
 # ---------------------------------------------------------------------------------------
