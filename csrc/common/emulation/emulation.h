@@ -90,8 +90,6 @@ namespace medgan_fast::emulation {
 
 // --- the scheduler (scheduler.cpp) ----------------------------------------------------------
 
-struct ThreadState;  // one fiber: its indices, state and warp-operation slot
-
 struct Indices {
   uint3 thread, block;
   dim3 block_dim, grid_dim;

@@ -319,7 +319,6 @@ unsigned resolve_warps(Block& block, std::vector<unsigned>& ready) {
     }
     if (lead == nullptr) continue;
     const unsigned mask = lead->mask;
-    bool complete = true;
     for (unsigned l = 0; l < 32; ++l) {
       const bool named = (mask >> l) & 1u;
       if (l >= lanes) {
@@ -336,18 +335,16 @@ unsigned resolve_warps(Block& block, std::vector<unsigned>& ready) {
                            op_name(f.op) + " and " + op_name(lead->op) + ", or different masks)");
       }
       if (!named && f.state == State::at_warp) {
-        fail(block, f, std::string(op_name(f.op)) + ": lane " + std::to_string(l) + " takes part but its mask does not name it");
+        fail(block, f, std::string(op_name(f.op)) + ": lane " + std::to_string(l) +
+                           " takes part but its mask does not name it");
       }
+      // Called only once the ready queue is empty: a named lane not here exited or waits at a barrier.
       if (named && f.state != State::at_warp) {
-        if (f.state == State::ready) complete = false;  // cannot happen: the ready queue is empty
-        else {
-          fail(block, f, std::string(op_name(lead->op)) + " on warp " + std::to_string(first / 32) + ": lane " +
-                             std::to_string(l) +
-                             (f.state == State::done ? " exited without reaching it" : " waits at __syncthreads instead"));
-        }
+        fail(block, f, std::string(op_name(lead->op)) + " on warp " + std::to_string(first / 32) + ": lane " +
+                           std::to_string(l) +
+                           (f.state == State::done ? " exited without reaching it" : " waits at __syncthreads instead"));
       }
     }
-    if (!complete) continue;
     uint64_t ballot = 0;
     for (unsigned l = 0; l < lanes; ++l) {
       if ((mask >> l) & 1u) ballot |= uint64_t{block.fibers[first + l].value != 0} << l;

@@ -92,13 +92,14 @@ inline Plan make_plan(const bool* footprint, int64_t kd, int64_t kh, int64_t kw,
   };
   Plan plan;
   for (const RawRun& r : raw) plan.levels = std::max(plan.levels, level_of(r.x1 - r.x0 + 1));
-  std::map<std::pair<int32_t, int32_t>, int32_t> span_planes;  // (x0, x1) -> plane: footprints can have 10^5 spans
+  std::map<std::pair<int32_t, int32_t>, int32_t> span_planes;  // (x0, x1) -> plane; a footprint can have 10^5
   for (const RawRun& r : raw) {
     const int32_t level = level_of(r.x1 - r.x0 + 1);
     int32_t plane = -1;
     if (r.x0 == 0 && r.x1 + 1 == (1 << level)) plane = level;  // the ladder plane itself
     if (plane < 0) {
-      const auto [it, added] = span_planes.try_emplace({r.x0, r.x1}, plan.levels + 1 + static_cast<int32_t>(plan.spans.size()));
+      const int32_t next = plan.levels + 1 + static_cast<int32_t>(plan.spans.size());
+      const auto [it, added] = span_planes.try_emplace({r.x0, r.x1}, next);
       plane = it->second;
       if (added) plan.spans.push_back({r.x0, r.x1, level, plane});
     }
