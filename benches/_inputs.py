@@ -1,6 +1,7 @@
 """Seeded inputs and helpers shared by the benches (a module, not a conftest, so it
 cannot collide with tests/conftest.py)."""
 
+import ctypes
 import random
 import time
 from pathlib import Path
@@ -80,9 +81,16 @@ def bench_interleaved(benchmark, group, entries: dict, rounds=30, warmup=3, betw
 
 def pipeline_step(megabytes=16):
     """What a pipeline does between two calls of an op: builds and frees a large temporary
-    (reading the next file, the previous library's output). glibc returns a block this
-    large to the kernel at once, so the next op's output is mapped and faulted anew."""
+    (reading the next file, the previous library's output), and the freed memory goes back
+    to the kernel (glibc trims its heap or unmaps a large block; here malloc_trim makes it
+    happen every time). An output allocated next then faults fresh pages, which on the
+    project's VMs (Firecracker guests whose freed pages the host reclaims) cost more than
+    on a workstation."""
     np.ones(megabytes << 17).sum()
+    _LIBC.malloc_trim(0)
+
+
+_LIBC = ctypes.CDLL(None)
 
 
 def synchronised(fn):

@@ -52,7 +52,7 @@ def test_label_2d_scipy(benchmark, mask_2048, skimage_2048):
     assert count == skimage_2048.max()
 
 
-GROUP_PIPELINE = "label 2048x2048 in a pipeline (a 16 MB temporary freed before each call)"
+GROUP_PIPELINE = f"{GROUP_2D} in a pipeline"
 
 
 def test_label_2d_in_a_pipeline(benchmark, mask_2048, skimage_2048):
@@ -113,6 +113,16 @@ def test_label_3d_skimage(benchmark, volume):
     bench(benchmark, GROUP_3D, "skimage", lambda: measure.label(volume))
 
 
+def test_label_3d_in_a_pipeline(benchmark, volume):
+    mask = torch.from_numpy(volume)
+    structure = ndi.generate_binary_structure(3, 3)
+    bench_interleaved(benchmark, f"{GROUP_3D} in a pipeline", {
+        "medgan_fast": lambda: ops.label(mask),
+        "scipy": lambda: ndi.label(volume, structure),
+        "skimage": lambda: measure.label(volume),
+    }, rounds=15, between=pipeline_step)
+
+
 # ---------------------------------------------------------------------------------------
 # batch
 
@@ -137,6 +147,16 @@ def test_label_batch_scipy_loop(benchmark, emps):
 
 def test_label_batch_skimage_loop(benchmark, emps):
     bench(benchmark, GROUP_BATCH, "skimage_loop", lambda: [measure.label(m) for m in emps])
+
+
+def test_label_batch_in_a_pipeline(benchmark, emps):
+    masks = torch.from_numpy(emps)
+    structure = ndi.generate_binary_structure(2, 2)
+    bench_interleaved(benchmark, f"{GROUP_BATCH} in a pipeline", {
+        "medgan_fast": lambda: ops.label_batch(masks),
+        "scipy_loop": lambda: [ndi.label(m, structure) for m in emps],
+        "skimage_loop": lambda: [measure.label(m) for m in emps],
+    }, rounds=15, between=pipeline_step)
 
 
 # ---------------------------------------------------------------------------------------

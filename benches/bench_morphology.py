@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
-from _inputs import bench, blob_mask, needs_cuda, synchronised
+from _inputs import bench, bench_interleaved, blob_mask, needs_cuda, pipeline_step, synchronised
 
 from medgan_fast import ops
 
@@ -85,6 +85,31 @@ def test_dilate_grey_scipy(benchmark, grey, footprint):
 def test_dilate_grey_cv2(benchmark, grey, footprint):
     cv2 = pytest.importorskip("cv2")
     bench(benchmark, GREY, "cv2", lambda: cv2.dilate(grey, footprint.astype(np.uint8)))
+
+
+@pytest.mark.parametrize("group", [BINARY, ERODE, GREY])
+def test_morphology_in_a_pipeline(benchmark, group, mask, grey, footprint):
+    """Ours and the peers round-robin, each call after a large temporary was freed (as in a
+    pipeline); the groups above time each library back to back."""
+    kernel = footprint.astype(np.uint8)
+    if group == BINARY:
+        image, ours = mask, ops.dilate
+        peers = {"scipy": lambda: ndi.binary_dilation(mask, footprint)}
+    elif group == ERODE:
+        image, ours = mask, ops.erode
+        peers = {"scipy": lambda: ndi.binary_erosion(mask, footprint, border_value=1)}
+    else:
+        image, ours = grey, ops.dilate
+        peers = {"scipy": lambda: ndi.grey_dilation(grey, footprint=footprint)}
+    try:
+        import cv2
+        image_u8 = image.astype(np.uint8)
+        peers["cv2"] = (lambda: cv2.erode(image_u8, kernel)) if group == ERODE else (lambda: cv2.dilate(image_u8, kernel))
+    except ImportError:
+        pass
+    tensor = torch.from_numpy(image)
+    bench_interleaved(benchmark, f"{group} in a pipeline", {"medgan_fast": lambda: ours(tensor, footprint), **peers},
+                      rounds=10 if group == GREY else 30, between=pipeline_step)
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,8 +2,12 @@
 
     python -m pytest benches --benchmark-enable --benchmark-json=benches/results/<machine>.json
     python benches/report.py benches/results/<machine>.json --readme README.md
+    MEDGAN_FAST_BENCH_THREADS=1 python -m pytest benches -k "not cuda" --benchmark-enable \
+        --benchmark-json=benches/results/<machine>-1thread.json
+    python benches/report.py ... --scaling benches/results/<machine>-1thread.json benches/results/<machine>.json
 """
 
+import os
 import platform
 import sys
 from pathlib import Path
@@ -15,8 +19,9 @@ import medgan_fast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _inputs
 
-# The issue's CPU targets are stated for 2 threads; every peer gets the same.
-CPU_THREADS = 2
+# The issue's CPU targets are stated for 2 threads; every peer gets the same. Thread scaling:
+# MEDGAN_FAST_BENCH_THREADS=1 in a run of its own (report.py --scaling compares the runs).
+CPU_THREADS = int(os.environ.get("MEDGAN_FAST_BENCH_THREADS", "2"))
 
 
 def _cpu_model() -> str:

@@ -1,6 +1,7 @@
 """Speed-up table from a pytest-benchmark JSON: each peer's median over ours, per group.
 
     python benches/report.py benches/results/cpu-2core.json [more.json ...] [--readme README.md]
+        [--scaling cpu-1thread.json cpu-2threads.json]
 
 Round-robin timings (benches/_inputs.bench_interleaved) count as one entry each. Entries
 whose name starts with "medgan_fast" are ours, "none" is a baseline without the
@@ -90,12 +91,44 @@ def table(paths: list[Path]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def scaling_table(paths: list[Path]) -> str:
+    """Our entries' medians in runs of one machine at different thread counts (each run its
+    own process, MEDGAN_FAST_BENCH_THREADS), and the speed-up of the most threads over 1."""
+    runs = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        threads = data.get("machine_info", {}).get("medgan_fast", {}).get("cpu_threads")
+        medians = {}
+        for bench in data["benchmarks"]:
+            for entry in expand_interleaved(bench):
+                if entry_name(entry).startswith("medgan_fast") and "cuda" not in entry_name(entry):
+                    medians[(bench["group"], entry_name(entry))] = entry["stats"]["median"] * 1e3
+        runs.append((threads, path, medians))
+    runs.sort(key=lambda run: run[0] or 0)
+    counts = [threads for threads, _, _ in runs]
+    lines = [f"Thread scaling on {machine_line(json.loads(runs[-1][1].read_text())).split(',')[0]}, "
+             f"each thread count in its own process ({', '.join(f'`{p.as_posix()}`' for _, p, _ in runs)}):", "",
+             "| benchmark | ours | " + " | ".join(f"{n} thread{'s' * (n != 1)} (ms)" for n in counts)
+             + f" | {counts[-1]} vs {counts[0]} |", "|---|---|" + "---:|" * (len(counts) + 1)]
+    for key in runs[0][2]:
+        if not all(key in medians for _, _, medians in runs):
+            continue
+        times = [medians[key] for _, _, medians in runs]
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(f"{t:.2f}" for t in times)
+                     + f" | {times[0] / times[-1]:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", type=Path, help="pytest-benchmark JSON files")
     parser.add_argument("--readme", type=Path, help=f"replace the text between {START} and {END} in this file")
+    parser.add_argument("--scaling", nargs="+", type=Path, default=[], metavar="JSON",
+                        help="runs of one machine at different thread counts: add a thread-scaling table")
     args = parser.parse_args(argv)
     text = table(args.results)
+    if args.scaling:
+        text += "\n" + scaling_table(args.scaling)
     if args.readme is None:
         print(text)
         return 0

@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include "common/emulation/control.h"
+#include "common/output/output_cache.h"
 
 #ifndef MEDGAN_FAST_CUDA_VERSION
 #define MEDGAN_FAST_CUDA_VERSION ""
@@ -33,6 +34,10 @@ PYBIND11_MODULE(_C, m) {
 #endif
     return info;
   }, "What this build of the kernels contains.");
+  m.def("cached_output_bytes", &medgan_fast::cached_output_bytes,
+        "Bytes of freed large CPU outputs held for reuse by the next op.");
+  m.def("release_cached_outputs", &medgan_fast::release_cached_outputs,
+        "Returns the held blocks to the system; the bytes freed.");
 
 #ifdef MEDGAN_FAST_WITH_EMULATION
   // The CUDA emulation (medgan_fast/emulation.py is the Python face).

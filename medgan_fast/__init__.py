@@ -7,7 +7,7 @@
 
 import torch  # noqa: F401  (before _C: see _ext.py)
 
-from ._ext import build_info
+from ._ext import build_info, cached_output_bytes, release_cached_outputs
 from ._version import __version__
 
-__all__ = ["__version__", "build_info"]
+__all__ = ["__version__", "build_info", "cached_output_bytes", "release_cached_outputs"]

@@ -7,7 +7,7 @@
 #include <tuple>
 
 #include "common/device_guard.h"
-#include "common/output.h"
+#include "common/output/output.h"
 #include "ops/components/components.h"
 
 namespace medgan_fast::components {

@@ -4,7 +4,7 @@
 #include <torch/library.h>
 
 #include "common/device_guard.h"
-#include "common/output.h"
+#include "common/output/output.h"
 #include "ops/morphology/morphology.h"
 
 namespace medgan_fast::morphology {
