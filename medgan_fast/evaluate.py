@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import textwrap
 
-from .data.images import DataError
+from . import cli
+from .data.patchset import AtomicPath
+from .errors import Interrupted
 from .metrics.evaluation import (
     DEFAULT_METRICS,
     DEMO_COUNT,
@@ -100,33 +101,37 @@ def build_parser() -> argparse.ArgumentParser:
                           "and projections (default %(default)s)")
     run.add_argument("--device", default=EvaluateConfig.device,
                      help="auto (CUDA when available), cpu, cuda or cuda:N (default %(default)s)")
-    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing --out; without it, it is never "
+                                                               "replaced")
     return parser
 
 
-def config_from_args(args: argparse.Namespace, argv: list[str]) -> EvaluateConfig:
+def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
     """The job's config from the parsed arguments. Raises DataError for a bad value."""
     metrics = DEFAULT_METRICS if args.metrics is None else args.metrics
     return EvaluateConfig(real=args.real, fake=args.fake, metrics=metrics, data_range=args.data_range,
                           out=args.out, quantity=args.quantity, batch_size=args.batch_size, seed=args.seed,
                           pairs_per_image=args.pairs_per_image, inception=args.inception, device=args.device,
-                          progress=args.progress, command=f"{PROG} {shlex.join(argv)}".rstrip())
+                          progress=args.progress, overwrite=args.overwrite,
+                          command=f"{PROG} {shlex.join(args.argv)}".rstrip())
+
+
+def run(args: argparse.Namespace) -> str:
+    config = config_from_args(args)
+    try:
+        result = evaluate(config)
+    except KeyboardInterrupt:
+        if config.out is not None:
+            AtomicPath.discard_leftovers(config.out)
+        raise Interrupted(f"nothing written: {config.out} was not created or changed")
+    if config.is_demo:
+        return (f"{result}\n(a demo on the embedded sample; for your images: {PROG} --real DIR|FILE.h5 "
+                "--fake DIR|FILE.h5|FILE.pt)")
+    return str(result)
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args, argv)
-        result = evaluate(config)
-    except DataError as error:   # bad input: one line, exit 1 (as the other commands)
-        sys.exit(f"evaluate: error: {error}")
-    except KeyboardInterrupt:
-        sys.exit("evaluate: interrupted; no output written")
-    print(result)
-    if config.is_demo:
-        print(f"(a demo on the embedded sample; for your images: {PROG} --real DIR|FILE.h5 --fake DIR|FILE.h5|FILE.pt)")
+    cli.main("evaluate", build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
-from .training.checkpoint import CheckpointError
-from .training.config import ConfigError
+from . import cli
 from .training.generation import GenerateConfig, generate
 
 PROG = "python -m medgan_fast.generate"
@@ -49,28 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="redraw latent entries with |z| > T (truncation trick; e.g. 1.0; default none)")
     parser.add_argument("--device", default=GenerateConfig.device,
                         help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out: a folder's PNG files are deleted first, an .h5 file is "
+                             "replaced when the new one is complete; without it they are never replaced")
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> str:
     if args.checkpoint is None:
-        parser.print_usage(sys.stderr)
-        sys.exit("generate: error: --checkpoint FILE is required: a checkpoint made by `python -m medgan_fast.train` "
-                 "(with no arguments it trains on the embedded sample and writes "
-                 "runs/dcgan64_sample/checkpoints/last.pt)")
-    try:
-        config = GenerateConfig(checkpoint=args.checkpoint, quantity=args.quantity, out=args.out, seed=args.seed,
-                                batch_size=args.batch_size, truncation=args.truncation, device=args.device,
-                                progress=args.progress, command=f"{PROG} {shlex.join(argv)}")
-        print(generate(config))
-    except (CheckpointError, ConfigError) as error:
-        sys.exit(f"generate: error: {error}")
-    except KeyboardInterrupt:
-        sys.exit("generate: interrupted")
+        raise cli.UsageError("--checkpoint FILE is required: a checkpoint made by `python -m medgan_fast.train` "
+                             "(with no arguments it trains on the embedded sample and writes "
+                             "runs/dcgan64_sample/checkpoints/last.pt)")
+    config = GenerateConfig(checkpoint=args.checkpoint, quantity=args.quantity, out=args.out, seed=args.seed,
+                            batch_size=args.batch_size, truncation=args.truncation, device=args.device,
+                            progress=args.progress, overwrite=args.overwrite,
+                            command=f"{PROG} {shlex.join(args.argv)}")
+    return str(generate(config))
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main("generate", build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
-from .data.images import DataError
+from . import cli
+from .errors import Interrupted
 from .data.patches import CONTACT_SHEET_PATCHES, PatchesConfig, extract_patches
 from .data.sample import SAMPLE_NAME, SAMPLE_PATCH_SETTINGS
 from .ops.components import CROP_MODES
@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="patch set to write (required with inputs; default for the sample: patches.h5)")
     output.add_argument("--no-contact-sheet", dest="contact_sheet", action="store_false", default=None,
                         help="do not write FILE_contact_sheet.png beside --out")
+    output.add_argument("--overwrite", action="store_true", default=None,
+                        help="replace an existing --out (and its contact sheet); without it they are never replaced")
 
     settings = parser.add_argument_group("patches")
     settings.add_argument("--size", type=int, metavar="N",
@@ -70,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"drop components with fewer pixels (default {PatchesConfig.min_area})")
     settings.add_argument("--connectivity", type=int, choices=(1, 2),
                           help=f"1: 4-neighbour, 2: 8-neighbour (default {PatchesConfig.connectivity})")
+    settings.add_argument("--threshold", type=float, metavar="T",
+                          help="foreground is mask value >= T (default: nonzero); needed for masks saved as JPEG, "
+                               "whose lossy compression leaves many grey levels")
     settings.add_argument("--instances", action="store_true", default=None,
                           help="masks hold instance ids: each id is its own component (no relabelling)")
 
@@ -78,35 +83,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--impl", choices=("auto", "kernel", "reference"),
                      help="ops implementation: auto (compiled kernels when built), kernel, or reference "
                           "(plain SciPy/PyTorch, for cross-checks) (default auto)")
-    run.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                     help="no progress bar")
     return parser
 
 
-def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> PatchesConfig:
+def config_from_args(args: argparse.Namespace) -> PatchesConfig:
     """The job's config: the arguments given, over the sample's or the standard defaults."""
-    given = {name: value for name, value in vars(args).items() if value is not None}
-    given["command"] = f"{PROG} {shlex.join(argv)}".rstrip()
+    given = {name: value for name, value in vars(args).items()
+             if value is not None and name not in ("argv", "debug")}
+    given["command"] = f"{PROG} {shlex.join(args.argv)}".rstrip()
     if not any(name in given for name in ("images", "masks", "volume")):
         return PatchesConfig.for_sample(**given)
     if "out" not in given:
-        parser.error("--out FILE.h5 is required with --images/--masks or --volume")
+        raise cli.UsageError("--out FILE.h5 is required with --images/--masks or --volume")
     return PatchesConfig(**given)
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    config = config_from_args(parser.parse_args(argv), parser, argv)
+def run(args: argparse.Namespace) -> str:
+    config = config_from_args(args)
     try:
         summary = extract_patches(config)
-    except DataError as error:
-        sys.exit(f"patches: error: {error}")
     except KeyboardInterrupt:
-        sys.exit("patches: interrupted; no output written")
-    print(summary)
+        raise Interrupted(f"nothing written: {config.out} was not created or changed")
     if config.is_sample:
-        print(f"(the embedded sample; for your data: {PROG} --images DIR --masks DIR --out FILE.h5)")
+        return f"{summary}\n(the embedded sample; for your data: {PROG} --images DIR --masks DIR --out FILE.h5)"
+    return str(summary)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main("patches", build_parser, run, argv)
 
 
 if __name__ == "__main__":

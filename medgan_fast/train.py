@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import textwrap
 
-from .data.images import DataError
-from .training.checkpoint import CheckpointError
-from .training.config import SAMPLE_PRESET, ConfigError, TrainConfig, field_names, load_config
+from . import cli
+from .training.config import SAMPLE_PRESET, describe_keys, load_config
 from .training.generation import GenerateConfig, generate
 from .training.loop import train
 
 PROG = "python -m medgan_fast.train"
+
+KEYS = "\n".join(textwrap.fill(line, 94, initial_indent="  ", subsequent_indent="      ") for line in describe_keys())
 
 EPILOG = f"""\
 examples:
@@ -43,9 +43,8 @@ step_NNNNNNNN.pt, samples/epoch_NNNN.png, loss.png, evolution.gif, and with each
 its image metrics against a fixed batch of real images (key metrics, default
 ssim,ms_gmsd,haarpsi,swd; metrics= for none): log.jsonl records, metrics.png, metrics.json.
 
-{textwrap.fill("keys (--set key=value; values read as YAML: true, 0.9, null): " + ", ".join(field_names()) + ".", 88)}
-learning_rate >= 1 follows the users' convention: a ratio, D lr = 0.0002 * learning_rate,
-G lr = 0.0002. See configs/ and the TrainConfig docstring for each key.
+keys (--config FILE.yaml or --set key=value; values read as YAML: true, 0.9, null):
+{KEYS}
 """
 
 
@@ -59,33 +58,25 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "control files work unchanged)")
     parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", default=[],
                         help="override one setting (repeatable), e.g. --set num_epochs=5")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (same as --set progress=false)")
     return parser
 
 
-def run(config: TrainConfig, command: str) -> None:
-    """Trains (or generates, for arch 'Generator') and prints where the outputs are."""
+def run(args: argparse.Namespace) -> str | None:
+    """Trains (or generates, for arch 'Generator'); the summary and what to do next."""
+    overrides = [*args.overrides, *([] if args.progress else ["progress=false"])]
+    config = load_config(args.config, overrides)
+    command = f"{PROG} {shlex.join(args.argv)}".rstrip()
     if config.is_generate:
-        print(generate(GenerateConfig.from_train_config(config, command)))
-        return
+        return str(generate(GenerateConfig.from_train_config(config, command)))
     summary = train(config)
     if summary.rank != 0:   # the other processes of a torchrun group stay quiet
-        return
-    print(summary)
-    print(f"next: python -m medgan_fast.generate --checkpoint {summary.checkpoint} --quantity 64 --out generated")
+        return None
+    return (f"{summary}\nnext: python -m medgan_fast.generate --checkpoint {summary.checkpoint} --quantity 64 "
+            "--out generated")
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    overrides = [*args.overrides, *(["progress=false"] if args.no_progress else [])]
-    try:
-        config = load_config(args.config, overrides)
-        run(config, f"{PROG} {shlex.join(argv)}".rstrip())
-    except (ConfigError, DataError, CheckpointError) as error:
-        sys.exit(f"train: error: {error}")
-    except KeyboardInterrupt:
-        sys.exit("train: interrupted; continue with --set resume=true (from the last checkpoint)")
+    cli.main("train", build_parser, run, argv)
 
 
 if __name__ == "__main__":

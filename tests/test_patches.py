@@ -17,8 +17,10 @@ import torch
 from PIL import Image
 
 import medgan_fast
+from medgan_fast import cli
 from medgan_fast import patches as patches_command
 from medgan_fast.data.images import DataError
+from medgan_fast.errors import MedganFastError
 from medgan_fast.data.patches import PatchesConfig, contact_sheet_path, extract_patches
 from medgan_fast.data.patchset import META_DTYPE, read_patch_set
 
@@ -43,7 +45,9 @@ def emps(tmp_path) -> Path:
 
 
 def _config(root: Path, **changes) -> PatchesConfig:
-    settings = dict(images=root / "images", masks=root / "masks", out=root / "out" / "set.h5", progress=False)
+    # overwrite: these tests write one output several times (tests/test_cli.py checks the refusal)
+    settings = dict(images=root / "images", masks=root / "masks", out=root / "out" / "set.h5", progress=False,
+                    overwrite=True)
     return PatchesConfig(**{**settings, **changes})
 
 
@@ -274,7 +278,7 @@ BAD_INPUTS = {
     "unreadable mask": (_unreadable_mask, {}, r"masks/zz\.png: cannot read"),
     "empty folder": (_empty_images_folder, {}, r"--images .*images: no images"),
     "mask channels differ": (_mask_channels_differ, {}, r"masks/zz\.png: mask has 3 colour channels that differ"),
-    "out folder missing": (_nothing, {"out": "missing/set.h5"}, r"--out .*missing/set\.h5: folder .* does not exist"),
+    "out not hdf5": (_nothing, {"out": "set.png"}, r"--out .*set\.png: expected a file name ending in \.h5 or \.hdf5"),
     "bad size": (_nothing, {"size": 0}, r"--size: expected an integer >= 1, got 0"),
 }
 
@@ -285,7 +289,7 @@ def test_bad_input_names_the_problem_and_leaves_nothing(emps, case):
     breaks(emps)
     if "out" in changes:
         changes = {"out": emps / "out" / changes["out"]}
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(MedganFastError, match=message):
         extract_patches(_config(emps, **changes))
     assert list((emps / "out").iterdir()) == []
 
@@ -335,7 +339,8 @@ def test_command_end_to_end(emps):
     patch_set = read_patch_set(emps / "out" / "emps.h5")
     assert patch_set.attrs["command"].startswith("python -m medgan_fast.patches --images images")
     assert (emps / "out" / "emps_contact_sheet.png").is_file()
-    assert "patches: 100%" in result.stderr   # the progress bar
+    assert result.stderr.startswith("patches: writing out/emps.h5 and out/emps_contact_sheet.png")
+    assert "100%" not in result.stderr   # no progress bar when stderr is not a terminal
 
 
 def test_command_error_is_one_line_without_traceback(emps):
@@ -368,13 +373,14 @@ def test_command_config_defaults():
     parser = patches_command.build_parser()
 
     def config(*argv):
-        return patches_command.config_from_args(parser.parse_args(argv), parser, list(argv))
+        args = parser.parse_args(argv)
+        args.argv = list(argv)
+        return patches_command.config_from_args(args)
 
     sample = config("--size", "32")
     assert sample.is_sample and (sample.size, sample.mode, sample.dilation) == (32, "texture", 5)
     assert sample.out.name == "patches.h5" and sample.command == "python -m medgan_fast.patches --size 32"
     real = config("--images", "a", "--masks", "b", "--out", "c.h5", "--no-contact-sheet")
     assert (real.size, real.mode, real.contact_sheet, real.impl) == (250, "mask", False, "auto")
-    with pytest.raises(SystemExit) as exit_info:   # argparse's usage error: exit 2
+    with pytest.raises(cli.UsageError, match="--out FILE.h5 is required"):   # exit 2 from cli.main
         config("--images", "a", "--masks", "b")
-    assert exit_info.value.code == 2

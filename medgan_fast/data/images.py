@@ -12,8 +12,10 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from ..errors import MedganFastError
+
 __all__ = [
-    "IMAGE_SUFFIXES", "DataError", "find_pairs", "image_from_array", "list_images", "mask_from_array", "read_array",
+    "IMAGE_SUFFIXES", "DataError", "find_pairs", "image_from_array", "is_lossy", "list_images", "mask_from_array", "read_array",
     "read_image", "read_mask",
 ]
 
@@ -26,7 +28,7 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 _PIL_NATIVE_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F", "RGB", "RGBA", "P")
 
 
-class DataError(ValueError):
+class DataError(MedganFastError):
     """Bad input data: the message names the file (or argument) and what was expected."""
 
 
@@ -107,13 +109,36 @@ def read_image(path: str | Path) -> np.ndarray:
     return image_from_array(read_array(path, palette=False), path)
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """Reads a mask as (H, W); see :func:`mask_from_array`.
+def read_mask(path: str | Path, threshold: float | None = None) -> np.ndarray:
+    """Reads a mask as (H, W); see :func:`mask_from_array`. A mask saved with lossy
+    compression (JPEG, or a JPEG-compressed TIFF) has dozens of grey levels along its edges
+    and in blocks, which would label as junk components: it is read only with a
+    `threshold` (then foreground is value >= threshold, as a bool mask).
 
     Raises:
-        DataError: unreadable file, or colour channels that differ.
+        DataError: unreadable file, colour channels that differ, or a lossy mask without a
+        threshold.
     """
-    return mask_from_array(read_array(path, palette=True), path)
+    path = Path(path)
+    if threshold is None and is_lossy(path):
+        raise DataError(f"{path}: a mask saved with lossy (JPEG) compression holds many grey levels, not its "
+                        "labels; save masks as PNG or TIFF, or give --threshold T (foreground: value >= T)")
+    mask = mask_from_array(read_array(path, palette=True), path)
+    return mask >= threshold if threshold is not None else mask
+
+
+def is_lossy(path: Path) -> bool:
+    """Whether an image file's pixels went through lossy compression (JPEG)."""
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        return True
+    if suffix in TIFF_SUFFIXES and path.is_file():
+        try:
+            with tifffile.TiffFile(path) as tiff:
+                return any(page.compression in (6, 7, 34892, 33007, 34712, 50001) for page in tiff.pages[:1])
+        except Exception:   # read_array reports an unreadable file
+            return False
+    return False
 
 
 def image_from_array(array: np.ndarray, source: str | Path) -> np.ndarray:

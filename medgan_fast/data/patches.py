@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +20,14 @@ from typing import Iterator, NamedTuple
 import h5py
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from .. import console
 from .._ext import IMPLS
+from ..outputs import HDF5_SUFFIXES, check_output_file
 from ..ops.components import CROP_MODES, crop_components, label
 from .grid import save_grid
 from .images import DataError, find_pairs, image_from_array, mask_from_array, read_image, read_mask
-from .patchset import PatchSetWriter, make_meta
+from .patchset import AtomicPath, PatchSetWriter, make_meta
 from .sample import SAMPLE_NAME, SAMPLE_PATCH_SETTINGS, sample_image_and_mask
 
 __all__ = ["CONTACT_SHEET_PATCHES", "PatchesConfig", "PatchesSummary", "contact_sheet_path", "extract_patches"]
@@ -44,7 +44,7 @@ class PatchesConfig:
     neither: the embedded sample (see :meth:`for_sample`).
     """
 
-    out: Path = Path("patches.h5")        # the .h5 patch set; its folder must exist
+    out: Path = Path("patches.h5")        # the .h5/.hdf5 patch set (its folder is made if missing)
     images: Path | None = None            # folder of PNG/TIFF/NPY/JPEG images
     masks: Path | None = None             # folder of masks with the images' stems; nonzero = foreground
     volume: Path | None = None            # HDF5 file with a 3-D stack (each z slice is cropped on its own)
@@ -56,9 +56,11 @@ class PatchesConfig:
     min_area: int = 0                     # drop components with fewer pixels
     connectivity: int = 2                 # 1: 4-neighbour, 2: 8-neighbour (scikit-image's)
     instances: bool = False               # each nonzero mask value is its own component
+    threshold: float | None = None        # foreground: mask value >= threshold (needed for JPEG masks)
     device: str = "cpu"                   # "cpu", "cuda" or "cuda:N"
     contact_sheet: bool = True            # also write <out stem>_contact_sheet.png
-    progress: bool = True                 # tqdm bar on stderr
+    overwrite: bool = False               # replace an existing out (and contact sheet); else refuse
+    progress: bool = True                 # tqdm bar on stderr (on a terminal)
     impl: str = "auto"                    # ops implementation: "auto", "kernel" or "reference"
     command: str = ""                     # command line stored in the file (default: this config)
 
@@ -140,17 +142,18 @@ def _check_config(config: PatchesConfig) -> torch.device:
         raise DataError(f"--impl: expected one of {', '.join(IMPLS)}, got {config.impl!r}")
     if config.connectivity not in (1, 2):
         raise DataError(f"--connectivity: expected 1 (4-neighbour) or 2 (8-neighbour), got {config.connectivity!r}")
+    if config.threshold is not None and config.instances:
+        raise DataError("--threshold: makes a two-level mask, so it cannot go with --instances (instance ids)")
     if config.volume is not None and (config.images is not None or config.masks is not None):
         raise DataError("--volume: give either --volume or --images with --masks, not both")
     if config.volume is None and (config.images is None) != (config.masks is None):
         raise DataError("--images and --masks go together: give both folders")
-    if config.out.is_dir():
-        raise DataError(f"--out {config.out}: is a folder; expected a file name such as {config.out / 'patches.h5'}")
-    folder = config.out.parent
-    if not folder.is_dir():
-        raise DataError(f"--out {config.out}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise DataError(f"--out {config.out}: folder {folder} is not writable")
+    check_output_file(config.out, "--out", suffixes=HDF5_SUFFIXES, overwrite=config.overwrite)
+    if config.contact_sheet:
+        sheet = contact_sheet_path(config.out)
+        if sheet.exists() and not config.overwrite:
+            raise DataError(f"--out {config.out}: its contact sheet {sheet} already exists; give --overwrite to "
+                            "replace both, or --no-contact-sheet")
     try:
         device = torch.device(config.device)
     except RuntimeError as error:
@@ -168,9 +171,9 @@ def _check_config(config: PatchesConfig) -> torch.device:
 # ---------------------------------------------------------------------------------------
 # Inputs: each yields (C, H, W) images with their (H, W) masks
 
-def _folder_items(pairs: list[tuple[Path, Path]]) -> Iterator[_Item]:
+def _folder_items(pairs: list[tuple[Path, Path]], threshold: float | None) -> Iterator[_Item]:
     for image_path, mask_path in pairs:
-        image, mask = read_image(image_path), read_mask(mask_path)
+        image, mask = read_image(image_path), read_mask(mask_path, threshold)
         if image.shape[1:] != mask.shape:
             raise DataError(f"{mask_path}: mask is {_hw(mask.shape)} but its image {image_path} is "
                             f"{_hw(image.shape[1:])} (height x width)")
@@ -206,8 +209,9 @@ def _volume_items(config: PatchesConfig) -> Iterator[_Item]:
         for z in range(images.shape[0]):
             where = f"{config.volume}:{config.image_key}[{z}]"
             # One slice at a time, so a large stack never sits in memory whole.
+            mask = mask_from_array(masks[z], f"{config.volume}:{config.mask_key}[{z}]")
             yield _Item(config.volume.name, z, image_from_array(images[z], where),
-                        mask_from_array(masks[z], f"{config.volume}:{config.mask_key}[{z}]"))
+                        mask if config.threshold is None else mask >= config.threshold)
 
 
 def _volume_depth(config: PatchesConfig) -> int:
@@ -291,7 +295,7 @@ def extract_patches(config: PatchesConfig) -> PatchesSummary:
         source = f"volume {config.volume} ({config.image_key}, {config.mask_key})"
     else:
         pairs = find_pairs(config.images, config.masks)
-        total, items, unit = len(pairs), _folder_items(pairs), "image"
+        total, items, unit = len(pairs), _folder_items(pairs, config.threshold), "image"
         source = f"{config.images} with masks {config.masks}"
 
     attrs = {
@@ -300,10 +304,35 @@ def extract_patches(config: PatchesConfig) -> PatchesSummary:
         "min_area": config.min_area, "instances": config.instances, "dilation": _effective_dilation(config),
         "config": config.to_json(),
     }
+    sheet_path = contact_sheet_path(config.out) if config.contact_sheet else None
+    console.note(f"writing {config.out}" + (f" and {sheet_path}" if sheet_path else ""))
+    sheet_written = []
+    try:
+        kept = _write_patch_set(config, device, items, total, unit, attrs, sheet_path, sheet_written)
+    except BaseException:
+        # The set is renamed into place last, so an interrupted or failed run leaves neither file.
+        if sheet_written:
+            sheet_path.unlink(missing_ok=True)
+        for path in (config.out, sheet_path):
+            if path is not None:
+                AtomicPath.discard_leftovers(path)
+        raise
+    return PatchesSummary(images=kept.read, components=kept.found, patches=kept.patches,
+                          dropped_min_area=kept.found - kept.patches, out=config.out, contact_sheet=sheet_path, seconds=time.perf_counter() - start,
+                          source=source, unit=unit)
+
+
+class _Written(NamedTuple):
+    read: int
+    found: int
+    patches: int
+
+
+def _write_patch_set(config, device, items, total, unit, attrs, sheet_path, sheet_written) -> _Written:
     read = found = 0
     sheet: list[np.ndarray] = []   # the first patches, for the contact sheet
     with PatchSetWriter(config.out, config.size, attrs) as writer:
-        for item in tqdm(items, total=total, unit=unit, desc="patches", disable=not config.progress):
+        for item in console.progress(items, config.progress, total=total, unit=unit, desc="patches"):
             images, masks, meta, item_found = _crop(item, config, device)
             if writer.layout not in (None, (images.shape[1], images.dtype)):
                 channels, dtype = writer.layout
@@ -313,13 +342,11 @@ def extract_patches(config: PatchesConfig) -> PatchesSummary:
             read, found = read + 1, found + item_found
             if len(sheet) < CONTACT_SHEET_PATCHES:
                 sheet.extend(images[:CONTACT_SHEET_PATCHES - len(sheet)].copy())  # copy: don't pin all of `images`
-        kept = writer.count
-        sheet_path = None
-        if config.contact_sheet:
+        if sheet_path is not None:
             # Written even with no patches (one empty tile), so no stale sheet sits beside a new set.
             channels = writer.layout[0] if writer.layout else 1
             first = np.stack(sheet) if sheet else np.zeros((0, channels, config.size, config.size), np.uint8)
-            sheet_path = save_grid(first, contact_sheet_path(config.out))
-    return PatchesSummary(images=read, components=found, patches=kept, dropped_min_area=found - kept,
-                          out=config.out, contact_sheet=sheet_path, seconds=time.perf_counter() - start,
-                          source=source, unit=unit)
+            save_grid(first, sheet_path)
+            sheet_written.append(sheet_path)
+        console.check_interrupt()
+        return _Written(read, found, writer.count)

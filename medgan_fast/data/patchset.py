@@ -17,6 +17,7 @@ complete, so a reader never sees half a patch set.
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from dataclasses import dataclass
@@ -63,11 +64,22 @@ class AtomicPath:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         # Same folder, so os.replace is a rename on one file system (atomic).
         fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(name)
         os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
+
+    @staticmethod
+    def discard_leftovers(path: str | Path, names: str | None = None) -> None:
+        """Deletes the temporaries that an interrupted write of `path` left (with `names`, a
+        glob such as "*.png": of those files in folder `path`). Ctrl-C can land between a
+        temporary's creation and the moment its owner knows its name."""
+        path = Path(path)
+        folder, pattern = (path, names) if names is not None else (path.parent, glob.escape(path.name))
+        for tmp in folder.glob(f".{pattern}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def commit(self) -> None:
         os.replace(self.tmp, self.path)

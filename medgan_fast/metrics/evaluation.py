@@ -65,13 +65,14 @@ import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from .. import console
 from .._version import __version__
 from ..data.datasets import HDF5_SUFFIXES, find_images, resize_and_crop, to_unit_float
 from ..data.images import IMAGE_SUFFIXES, DataError, read_image
 from ..data.patchset import AtomicPath
 from ..data.sample import SAMPLE_NAME, sample_image
+from ..outputs import check_output_file
 from .quality import HIGHER_IS_BETTER as QUALITY_HIGHER_IS_BETTER
 from .quality import QUALITY_METRICS
 
@@ -157,6 +158,7 @@ class EvaluateConfig:
     inception: Path | None = None         # local Inception-v3 weights for fid/kid
     device: str = "auto"                  # auto (CUDA when available), cpu, cuda, cuda:N
     progress: bool = True
+    overwrite: bool = False                     # replace an existing out; else refuse
     command: str = ""                     # stored in the JSON
 
     def __post_init__(self):
@@ -374,7 +376,7 @@ def _colour(channels: int) -> str:
 
 def _read_folder(folder: Path, collector: _Collector, data_range: float | None, progress: bool) -> None:
     files = find_images(folder, collector.argument)
-    for path in tqdm(files, desc=f"read {collector.argument}", unit="image", disable=not progress, leave=False):
+    for path in console.progress(files, progress, desc=f"read {collector.argument}", unit="image", leave=False):
         collector.add(_scale(read_image(path), data_range, path, collector.argument), path)
 
 
@@ -395,7 +397,7 @@ def _read_patch_set(path: Path, collector: _Collector, data_range: float | None,
         if images.dtype not in (np.uint8, np.uint16) and images.dtype.kind != "f":
             raise DataError(f"{argument} {path}: expected uint8, uint16 or float images, got {images.dtype}")
         step = max(1, (64 << 20) // (int(np.prod(shape[1:])) * images.dtype.itemsize))   # ~64 MiB a read
-        bar = tqdm(total=shape[0], desc=f"read {argument}", unit="image", disable=not progress, leave=False)
+        bar = console.progress_bar(progress, total=shape[0], desc=f"read {argument}", unit="image", leave=False)
         for start in range(0, shape[0], step):
             block = images[start:start + step]
             if block.dtype.kind == "f":
@@ -418,7 +420,7 @@ def _generate(path: Path, argument: str, config: EvaluateConfig, device: torch.d
         raise DataError(f"{argument} {error}") from error
     model = info["config"]
     batches = []
-    bar = tqdm(total=config.quantity, desc="generate", unit="image", disable=not config.progress, leave=False)
+    bar = console.progress_bar(config.progress, total=config.quantity, desc="generate", unit="image", leave=False)
     for start in range(0, config.quantity, config.batch_size):
         count = min(config.batch_size, config.quantity - start)
         z = latent_vectors(config.seed, start, count, model.latent_vector).to(device)
@@ -556,8 +558,9 @@ def paired_metrics(real: torch.Tensor, fake: torch.Tensor, names: tuple[str, ...
     fake_index = torch.arange(n_fake).repeat_interleave(k)
     real_index = pairs.reshape(-1)
     scores = {name: torch.empty(n_fake * k, dtype=torch.float64) for name in functions}
-    bar = tqdm(total=n_fake * k, desc="paired metrics", unit="pair", disable=not progress, leave=False)
+    bar = console.progress_bar(progress, total=n_fake * k, desc="paired metrics", unit="pair", leave=False)
     for start in range(0, n_fake * k, batch_size):
+        console.check_interrupt()
         stop = min(start + batch_size, n_fake * k)
         x = fake[fake_index[start:stop]].to(device)
         y = real[real_index[start:stop]].to(device)
@@ -591,8 +594,9 @@ def set_metrics(real: torch.Tensor, fake: torch.Tensor, names: tuple[str, ...], 
     if not names:
         return values, skipped
     cache: dict[str, Any] = {"swd_options": dict(swd_options or {})}
-    bar = tqdm(names, desc="set metrics", unit="metric", disable=not progress, leave=False)
+    bar = console.progress_bar(progress, names, desc="set metrics", unit="metric", leave=False)
     for name in bar:
+        console.check_interrupt()
         bar.set_postfix_str(name)
         if name in ("fid", "kid") and inception is None:
             skipped[name] = "needs --inception FILE, local Inception-v3 weights (never downloaded)"
@@ -696,8 +700,8 @@ def evaluate(config: EvaluateConfig) -> Evaluation:
     from ..training.generation import resolve_device   # training imports this module
 
     device = resolve_device(config.device, "--device", DataError)
-    if config.out is not None and not config.out.parent.is_dir():
-        raise DataError(f"--out {config.out}: folder {config.out.parent} does not exist")
+    if config.out is not None:
+        check_output_file(config.out, "--out", suffixes=(".json",), overwrite=config.overwrite)
     if config.inception is not None and not config.inception.is_file():
         raise DataError(f"--inception {config.inception}: no such file")
     if config.is_demo:
@@ -705,6 +709,8 @@ def evaluate(config: EvaluateConfig) -> Evaluation:
     else:
         fake = load_set(config.fake, "--fake", config, device)
         real = load_set(config.real, "--real", config, device, size=fake.size, channels=fake.channels)
+    if config.out is not None:
+        console.note(f"writing {config.out}")
     result = compute_metrics(real.images, fake.images, config.metrics, pairs_per_image=config.pairs_per_image,
                              seed=config.seed, batch_size=config.batch_size, device=device,
                              inception=config.inception, progress=config.progress)

@@ -13,6 +13,7 @@ moment leaves either the previous checkpoint or the new one, never half of one.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 
 from .._version import __version__
 from ..data.patchset import AtomicPath
+from ..errors import MedganFastError
 
 __all__ = [
     "CHECKPOINT_FORMAT", "CheckpointError", "check_checkpoint", "get_rng_state", "load_checkpoint", "load_file",
@@ -33,7 +35,7 @@ CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("format", "version", "arch", "config", "step", "models")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MedganFastError):
     """A checkpoint that cannot be used; the message names the file."""
 
 
@@ -108,7 +110,8 @@ def check_checkpoint(checkpoint: Any, path: str | Path) -> dict[str, Any]:
     """`checkpoint` (a loaded file) if it is a medgan_fast training checkpoint; else
     CheckpointError naming `path` and what is wrong."""
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a medgan_fast training checkpoint (made by python -m medgan_fast.train)")
+        raise CheckpointError(f"not a medgan_fast checkpoint: {path} ({_what_it_is(checkpoint)}; checkpoints are "
+                              "made by python -m medgan_fast.train)")
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing key(s) {', '.join(missing)}")
@@ -125,9 +128,25 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any
         raise CheckpointError(f"{path}: " + ("is a folder, not a checkpoint file" if path.is_dir() else "no such file"))
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # zip/pickle errors come as RuntimeError, UnpicklingError, EOFError, ...
-        raise CheckpointError(f"{path}: cannot read as a checkpoint ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0] if str(error) else ''})") from error
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error):   # not a pickle of objects: bytes that are no pickle at all
+            raise CheckpointError(f"not a medgan_fast checkpoint: {path} (cannot be read as a torch.save file: "
+                                  f"{type(error).__name__})") from error
+        # torch's message is advice about weights_only, not ours to give
+        raise CheckpointError(f"not a medgan_fast checkpoint: {path} (a pickle of Python objects, such as a whole "
+                              "model saved with torch.save(model); a checkpoint holds only tensors and plain "
+                              "values)") from error
+    except Exception as error:  # zip/pickle errors come as RuntimeError, EOFError, ...
+        raise CheckpointError(f"not a medgan_fast checkpoint: {path} (cannot be read as a torch.save file: "
+                              f"{type(error).__name__})") from error
+
+
+def _what_it_is(loaded: Any) -> str:
+    if isinstance(loaded, dict) and loaded and all(isinstance(value, torch.Tensor) for value in loaded.values()):
+        return f"a bare state_dict of {len(loaded)} tensors, e.g. {next(iter(loaded))!r}"
+    if isinstance(loaded, dict):
+        return f"a dict with keys {', '.join(map(repr, list(loaded)[:5]))}" if loaded else "an empty dict"
+    return f"a {type(loaded).__name__}"
 
 
 def prune_checkpoints(folder: str | Path, keep: int) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import MedganFastError
 from ..metrics.evaluation import TRAIN_DEFAULT_METRICS, TRAIN_METRICS
 
 __all__ = [
@@ -49,7 +50,58 @@ SAMPLE_PRESET: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
+# The keys' schema: what each means (train --help prints it) and the values _validate accepts.
+KEY_HELP: dict[str, str] = {
+    'arch': 'DCGAN, SNGAN, or Generator (write `quantity` images from checkpoint `path`)',
+    'path': 'training images (folder or .h5), or the checkpoint for arch Generator',
+    'out': 'outputs go to <out>/<run>/ (for arch Generator: the folder or .h5 to write)',
+    'run': 'run name; empty: <arch><image_size>, e.g. dcgan64',
+    'seed': 'seed of the weights, the data order and the noise',
+    'n_gpu': '0: CPU; >= 1: a CUDA GPU if there is one (several: use torchrun)',
+    'num_epochs': 'passes over the training data',
+    'learning_rate': '>= 1 means a ratio: D lr = 0.0002 * it, G lr = 0.0002',
+    'beta_adam': 'Adam beta1 (beta2 = 0.999)',
+    'batch_size': 'images per step, per process',
+    'latent_vector': 'length of the generator\'s noise vector (nz)',
+    'image_size': 'side of the square images trained on (crops are resized to it)',
+    'loader_workers': "DataLoader worker processes (clamped to the machine's cores)",
+    'number_channels': '1 grey, 3 RGB (images are converted)',
+    'gen_feature_maps': 'width of the generator (ngf: feature maps of its last layer)',
+    'dis_feature_maps': 'width of the discriminator (ndf: feature maps of its first layer)',
+    'quantity': 'images to write with arch Generator',
+    'overwrite': 'arch Generator: replace an existing out (else it is never replaced)',
+    'data': '"sample", an image folder or an HDF5 patch set; null: path, else the sample',
+    'd_learning_rate': "D's learning rate; null: learning_rate",
+    'label_smoothing': 'target for real images in the BCE loss, e.g. 0.9; null: 1 (none)',
+    'n_critic': 'D steps per G step (each on its own batch)',
+    'loss': 'bce (BCE with logits) or hinge',
+    'amp': 'bf16 autocast (CUDA only; ignored on CPU)',
+    'flip': 'random horizontal and vertical flips',
+    'sample_crops': 'crops per epoch drawn from the embedded sample',
+    'checkpoint_every': 'steps between checkpoints (0: at epoch ends only)',
+    'keep_checkpoints': 'step-numbered checkpoints kept besides last.pt (0: all)',
+    'sample_every': 'epochs between sample grids (the last epoch always gets one)',
+    'sample_count': 'images in a sample grid',
+    'log_every': 'steps between log.jsonl lines',
+    'metrics': 'image metrics logged with each sample grid ("": none)',
+    'resume': 'true: <run dir>/checkpoints/last.pt; or a checkpoint path',
+    'truncation': 'arch Generator: resample latent entries with |z| > truncation',
+    'progress': 'progress bars (drawn only on a terminal)',
+}
+
+CHOICES: dict[str, tuple] = {"arch": (*ARCHS, GENERATE_ARCH), "loss": LOSSES, "image_size": IMAGE_SIZES,
+                             "number_channels": (1, 3)}
+AT_LEAST: dict[str, int] = {
+    **dict.fromkeys(("num_epochs", "batch_size", "latent_vector", "gen_feature_maps", "dis_feature_maps", "quantity",
+                     "n_critic", "sample_crops", "sample_every", "sample_count", "log_every"), 1),
+    **dict.fromkeys(("seed", "n_gpu", "loader_workers", "checkpoint_every", "keep_checkpoints"), 0),
+}
+POSITIVE = ("learning_rate", "d_learning_rate", "truncation")
+VALUE_RANGES = {"beta_adam": "in [0, 1)", "label_smoothing": "in (0, 1], loss bce only",
+                "metrics": "comma list of " + ", ".join(TRAIN_METRICS)}
+
+
+class ConfigError(MedganFastError):
     """A bad key or value in a train config; the message names it and says what is valid."""
 
 
@@ -62,42 +114,44 @@ class TrainConfig:
     (:data:`SAMPLE_PRESET`) fills the keys a config leaves out.
     """
 
-    # --- the users' keys
-    arch: str = "DCGAN"               # DCGAN, SNGAN, or Generator (write `quantity` images from checkpoint `path`)
-    path: str | None = None           # training images (folder or .h5), or the checkpoint for arch Generator
-    out: str = "runs"                 # outputs go to <out>/<run>/ (for arch Generator: the folder or .h5 to write)
-    run: str = ""                     # run name (default: <arch><image_size>)
+    # --- the users' keys (each key's meaning: KEY_HELP; its valid values: CHOICES, AT_LEAST)
+    arch: str = "DCGAN"
+    path: str | None = None
+    out: str = "runs"
+    run: str = ""
     seed: int = 0
-    n_gpu: int = 1                    # 0: CPU; >= 1: a CUDA GPU if there is one (several: use torchrun)
+    n_gpu: int = 1
     num_epochs: int = 25
-    learning_rate: float = 0.0002     # >= 1 means a ratio: D lr = 0.0002 * it, G lr = 0.0002
-    beta_adam: float = 0.5            # Adam beta1 (beta2 = 0.999)
-    batch_size: int = 128             # per process
-    latent_vector: int = 100          # nz
-    image_size: int = 64              # 64, 128 or 256
+    learning_rate: float = 0.0002
+    beta_adam: float = 0.5
+    batch_size: int = 128
+    latent_vector: int = 100
+    image_size: int = 64
     loader_workers: int = 2
-    number_channels: int = 3          # 1 grey, 3 RGB (images are converted)
-    gen_feature_maps: int = 64        # ngf
-    dis_feature_maps: int = 64        # ndf
-    quantity: int = 64                # images to write with arch Generator
+    number_channels: int = 3
+    gen_feature_maps: int = 64
+    dis_feature_maps: int = 64
+    quantity: int = 64
     # --- ours
-    data: str | None = None           # "sample", an image folder or an HDF5 patch set (default: path, else sample)
-    d_learning_rate: float | None = None  # D's learning rate (default: learning_rate)
-    label_smoothing: float | None = None  # target for real images in the BCE loss, e.g. 0.9 (default: 1, none)
-    n_critic: int = 1                 # D steps per G step (each on its own batch)
-    loss: str = "bce"                 # bce (BCE with logits) or hinge
-    amp: bool = True                  # bf16 autocast (CUDA only; ignored on CPU)
-    flip: bool = False                # random horizontal and vertical flips
-    sample_crops: int = 1024          # crops per epoch drawn from the embedded sample
-    checkpoint_every: int = 1000      # steps between checkpoints (0: at epoch ends only)
-    keep_checkpoints: int = 3         # step-numbered checkpoints kept besides last.pt (0: all)
-    sample_every: int = 1             # epochs between sample grids (the last epoch always gets one)
-    sample_count: int = 64            # images in a sample grid
-    log_every: int = 10               # steps between log.jsonl lines
-    metrics: str = ",".join(TRAIN_DEFAULT_METRICS)  # image metrics logged with each sample grid ("": none)
-    resume: bool | str = False        # true: <run dir>/checkpoints/last.pt; or a checkpoint path
-    truncation: float | None = None   # arch Generator: resample latent entries with |z| > truncation
-    progress: bool = True             # tqdm bars
+    data: str | None = None
+    d_learning_rate: float | None = None
+    label_smoothing: float | None = None
+    n_critic: int = 1
+    loss: str = "bce"
+    amp: bool = True
+    flip: bool = False
+    sample_crops: int = 1024
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    sample_every: int = 1
+    sample_count: int = 64
+    log_every: int = 10
+    metrics: str = ",".join(TRAIN_DEFAULT_METRICS)
+    resume: bool | str = False
+    truncation: float | None = None
+    overwrite: bool = False
+    progress: bool = True
+
 
     def __post_init__(self):
         self.metrics = _metric_list(self.metrics)
@@ -150,16 +204,11 @@ class TrainConfig:
     # Checks
 
     def _validate(self) -> None:
-        _one_of("arch", self.arch, (*ARCHS, GENERATE_ARCH))
-        _one_of("loss", self.loss, LOSSES)
-        _one_of("image_size", self.image_size, IMAGE_SIZES)
-        _one_of("number_channels", self.number_channels, (1, 3))
-        for name in ("num_epochs", "batch_size", "latent_vector", "gen_feature_maps", "dis_feature_maps", "quantity",
-                     "n_critic", "sample_crops", "sample_every", "sample_count", "log_every"):
-            _at_least(name, getattr(self, name), 1)
-        for name in ("seed", "n_gpu", "loader_workers", "checkpoint_every", "keep_checkpoints"):
-            _at_least(name, getattr(self, name), 0)
-        for name in ("learning_rate", "d_learning_rate", "truncation"):
+        for name, valid in CHOICES.items():
+            setattr(self, name, _one_of(name, getattr(self, name), valid))
+        for name, low in AT_LEAST.items():
+            _at_least(name, getattr(self, name), low)
+        for name in POSITIVE:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name}: expected a number > 0, got {value!r}")
@@ -214,6 +263,25 @@ def field_names() -> list[str]:
     return [field.name for field in dataclasses.fields(TrainConfig)]
 
 
+def describe_keys() -> list[str]:
+    """One line per key: its meaning, default and valid values (from the schema above)."""
+    lines = []
+    for field in dataclasses.fields(TrainConfig):
+        name, default = field.name, field.default
+        if name in CHOICES:
+            valid = "one of " + ", ".join(map(str, CHOICES[name]))
+        elif name in AT_LEAST:
+            valid = f"integer >= {AT_LEAST[name]}"
+        elif name in POSITIVE:
+            valid = "> 0" + (" or null" if default is None else "")
+        else:
+            valid = VALUE_RANGES.get(name, "")
+        shown = {None: "null", "": "''", True: "true", False: "false"}.get(default, default) \
+            if isinstance(default, (str, bool, type(None))) else default
+        lines.append(f"{name}: {KEY_HELP[name]} (default {shown}{'; ' + valid if valid else ''})")
+    return lines
+
+
 def check_key(key: Any, source: str = "config") -> None:
     """Raises ConfigError for a key TrainConfig does not have, naming the closest one."""
     names = field_names()
@@ -224,11 +292,17 @@ def check_key(key: Any, source: str = "config") -> None:
     raise ConfigError(f"{source}: unknown key {key!r}{hint} Valid keys: {', '.join(names)}")
 
 
-def _one_of(name: str, value: Any, valid: tuple) -> None:
+def _one_of(name: str, value: Any, valid: tuple) -> Any:
+    """`value` if valid, or the one valid name it matches but for case ("dcgan": "DCGAN")."""
     if value in valid:
-        return
-    close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1)
-    hint = f"; did you mean {close[0]!r}?" if close and isinstance(value, str) else ""
+        return value
+    if isinstance(value, str):
+        same = [v for v in valid if isinstance(v, str) and v.lower() == value.lower()]
+        if len(same) == 1:
+            return same[0]
+    lower = {str(v).lower(): str(v) for v in valid}
+    close = difflib.get_close_matches(str(value).lower(), list(lower), n=1)
+    hint = f"; did you mean {lower[close[0]]!r}?" if close and isinstance(value, str) else ""
     raise ConfigError(f"{name}: expected one of {', '.join(map(str, valid))}, got {value!r}{hint}")
 
 

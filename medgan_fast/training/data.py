@@ -12,6 +12,7 @@ step samples noise from.
 from __future__ import annotations
 
 import math
+import os
 from itertools import islice
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +20,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from .. import console
 from ..data.datasets import HDF5_SUFFIXES, FolderDataset, ImageDataset, PatchSetDataset, SampleDataset
 from .config import TrainConfig
 
@@ -69,6 +71,12 @@ def build_loader(dataset: ImageDataset, config: TrainConfig, num_replicas: int =
                  pin_memory: bool = False) -> tuple[DataLoader, EpochSampler, int]:
     """(loader, its sampler, steps per epoch) for one process of `num_replicas`."""
     sampler = EpochSampler(dataset, num_replicas, rank, config.seed)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.loader_workers,
+    workers = config.loader_workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers > cores:   # torch would warn (twice) and run them time-sliced; items do not depend on it
+        if rank == 0:
+            console.note(f"loader_workers {workers}: this machine has {cores} cores; using {cores} workers")
+        workers = cores
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
                         pin_memory=pin_memory, drop_last=False, generator=torch.Generator().manual_seed(config.seed))
     return loader, sampler, math.ceil(sampler.num_samples / config.batch_size)

@@ -30,10 +30,12 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
+from .. import console
 from ..data.datasets import HDF5_SUFFIXES
 from ..data.patchset import AtomicPath, PatchSetWriter, make_meta
+from ..errors import Interrupted
+from ..outputs import check_output_file, check_output_folder, clear_png_folder
 from . import gan  # noqa: F401  (registers DCGAN and SNGAN)
 from .checkpoint import CheckpointError, check_checkpoint, load_file
 from .config import ConfigError, TrainConfig, field_names
@@ -54,6 +56,7 @@ class GenerateConfig:
     truncation: float | None = None       # resample latent entries with |z| > truncation
     device: str = "auto"                  # auto (CUDA if available), cpu, cuda, cuda:N
     progress: bool = True
+    overwrite: bool = False               # replace an existing out (a folder's PNG files are deleted first)
     command: str = ""                     # stored in an HDF5 output
     model_config: TrainConfig | None = None  # model sizes for a bare generator state_dict
 
@@ -77,7 +80,8 @@ class GenerateConfig:
         """The users' arch 'Generator' job: `quantity` images from checkpoint `path` into `out`."""
         return cls(checkpoint=Path(config.path), quantity=config.quantity, out=Path(config.out), seed=config.seed,
                    batch_size=config.batch_size, truncation=config.truncation,
-                   device="cpu" if config.n_gpu == 0 else "auto", progress=config.progress, command=command,
+                   device="cpu" if config.n_gpu == 0 else "auto", progress=config.progress, overwrite=config.overwrite,
+                   command=command,
                    model_config=config)
 
 
@@ -137,14 +141,14 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu",
             raise CheckpointError(f"{path}: incomplete checkpoint, missing key models['generator']")
     elif isinstance(loaded, Mapping) and loaded and all(isinstance(value, torch.Tensor) for value in loaded.values()):
         if model_config is None:
-            raise CheckpointError(f"{path}: a bare state_dict, not a medgan_fast checkpoint; its model sizes are "
-                                  "unknown. Generate from it with a train config (arch: Generator, path: this file, "
+            raise CheckpointError(f"not a medgan_fast checkpoint: {path} (a bare state_dict, so its model sizes are "
+                                  "unknown; generate from it with a train config: arch Generator, path this file, "
                                   "and its image_size, latent_vector, gen_feature_maps, number_channels)")
         arch, step, config = "DCGAN", None, model_config
         architecture = ARCHITECTURES[arch]
         state = {key.removeprefix("module."): value for key, value in loaded.items()}
     else:
-        raise CheckpointError(f"{path}: not a medgan_fast training checkpoint (made by python -m medgan_fast.train)")
+        check_checkpoint(loaded, path)   # raises, saying what the file holds
     generator = architecture.generator(config)
     try:
         generator.load_state_dict(state)
@@ -208,24 +212,56 @@ def generate(config: GenerateConfig) -> GenerateSummary:
     """
     started = time.perf_counter()
     device = resolve_device(config.device)
-    if not config.out.parent.is_dir():
-        raise ConfigError(f"out {config.out}: folder {config.out.parent} does not exist")
+    if config.is_hdf5:
+        check_output_file(config.out, "--out", overwrite=config.overwrite)
+    else:
+        check_output_folder(config.out, "--out", overwrite=config.overwrite)
     generator, info = load_generator(config.checkpoint, device, config.model_config)
     model = info["config"]
+    for message in _ignored_control_file_keys(config.model_config, info):
+        console.note(message)
     size, channels, nz = model.image_size, model.number_channels, model.latent_vector
+    console.note(f"writing {config.quantity} images to {config.out}")
     if not config.is_hdf5:
-        if config.out.exists() and not config.out.is_dir():
-            raise ConfigError(f"out {config.out}: is a file; give a folder for PNG files or a .h5 file name")
-        config.out.mkdir(exist_ok=True)
+        if config.overwrite:
+            clear_png_folder(config.out)
+        config.out.mkdir(parents=True, exist_ok=True)
     width = max(6, len(str(config.quantity - 1)))
     attrs = {"command": config.command or f"medgan_fast.training.generation.generate({config!r})",
              "mode": "generated", "size": size, "checkpoint": str(config.checkpoint), "arch": info["arch"],
              "step": -1 if info["step"] is None else info["step"], "seed": config.seed,
              "truncation": 0.0 if config.truncation is None else config.truncation, "latent_vector": nz}
+    try:
+        _write(config, generator, device, attrs, size, channels, nz, width)
+    except KeyboardInterrupt:
+        AtomicPath.discard_leftovers(config.out, None if config.is_hdf5 else "*.png")
+        if config.is_hdf5:
+            raise Interrupted(f"nothing written: {config.out} was not created or changed")
+        written = sum(1 for _ in config.out.glob("*.png"))
+        raise Interrupted(f"{written} of {config.quantity} PNG files were written to {config.out}")
+    return GenerateSummary(config.quantity, config.out, info["arch"], size, channels, info["step"],
+                           time.perf_counter() - started)
+
+
+def _ignored_control_file_keys(control: TrainConfig | None, info: dict[str, Any]) -> list[str]:
+    """Notes on a Generator control file's keys that a medgan_fast checkpoint overrules."""
+    if control is None or info["step"] is None:   # no control file, or a bare state_dict (its sizes are used)
+        return []
+    notes = [f"{key} {getattr(control, key)} in the config is not used: the checkpoint's {getattr(info['config'], key)} "
+             "wins (a generator makes what it was trained for)"
+             for key in ("image_size", "latent_vector", "number_channels", "gen_feature_maps")
+             if getattr(control, key) != getattr(info["config"], key)]
+    if control.run:
+        notes.append(f"run {control.run!r} in the config is not used: arch Generator writes to out ({control.out})")
+    return notes
+
+
+def _write(config, generator, device, attrs, size, channels, nz, width) -> None:
     writer = PatchSetWriter(config.out, size, attrs) if config.is_hdf5 else None
     with writer if writer is not None else contextlib.nullcontext():
-        bar = tqdm(total=config.quantity, unit="image", desc="generate", disable=not config.progress)
+        bar = console.progress_bar(config.progress, total=config.quantity, unit="image", desc="generate")
         for start in range(0, config.quantity, config.batch_size):
+            console.check_interrupt()
             count = min(config.batch_size, config.quantity - start)
             z = latent_vectors(config.seed, start, count, nz, config.truncation).to(device)
             with torch.no_grad():
@@ -241,5 +277,3 @@ def generate(config: GenerateConfig) -> GenerateSummary:
                         Image.fromarray(image[0] if channels == 1 else np.moveaxis(image, 0, -1)).save(tmp, "PNG")
             bar.update(count)
         bar.close()
-    return GenerateSummary(config.quantity, config.out, info["arch"], size, channels, info["step"],
-                           time.perf_counter() - started)

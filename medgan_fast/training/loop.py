@@ -31,6 +31,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import random
+import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,9 +41,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from .. import console
 from .._version import __version__
+from ..errors import Interrupted
 from ..data.datasets import ImageDataset
 from ..data.grid import save_grid
 from ..metrics.evaluation import (
@@ -157,24 +160,46 @@ def _seed(seed: int) -> None:
 
 
 def _train(config: TrainConfig, dist: Distributed) -> RunSummary:
-    run = _Run(config, dist)
-    for epoch in range(run.position.epoch, run.config.num_epochs):
-        run.train_epoch(epoch)
-        run.end_epoch(epoch)
-    return run.finish()
+    started = time.perf_counter()
+    _seed(config.seed + dist.rank)   # each process draws its own noise
+    checkpoint = _resume_checkpoint(config)
+    if checkpoint is not None:
+        _check_resumable(config, checkpoint)
+    config = _claim_run_dir(config, dist, resuming=checkpoint is not None)
+    try:
+        run = _Run(config, dist, checkpoint, started)
+        for epoch in range(run.position.epoch, run.config.num_epochs):
+            run.train_epoch(epoch)
+            run.end_epoch(epoch)
+        return run.finish()
+    except BaseException as error:
+        left = _after_a_failed_run(config, dist, resuming=checkpoint is not None)
+        if isinstance(error, KeyboardInterrupt):
+            raise Interrupted(left)
+        raise
+
+
+def _after_a_failed_run(config: TrainConfig, dist: Distributed, resuming: bool) -> str:
+    """Rank 0 removes a new run's folder that has no checkpoint yet (so it does not take the
+    run's name from the next run) and says what is left and how to continue."""
+    last = config.run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        if dist.is_main and not resuming:
+            shutil.rmtree(config.run_dir, ignore_errors=True)
+            return f"stopped before the first checkpoint; nothing kept ({config.run_dir} removed)"
+        return f"stopped before the first checkpoint of {config.run_dir}"
+    out = "" if config.out == TrainConfig.out else f" --set out={shlex.quote(str(config.out))}"
+    return (f"{config.run_dir} keeps its last checkpoint ({last}); continue it with the same command and "
+            f"--set run={shlex.quote(config.run)}{out} --set resume=true")
 
 
 class _Run:
     """One process's training run: its data, task, position and (rank 0) files."""
 
-    def __init__(self, config: TrainConfig, dist: Distributed):
-        self.started = time.perf_counter()
+    def __init__(self, config: TrainConfig, dist: Distributed, checkpoint: dict[str, Any] | None, started: float):
+        self.started = started
         self.dist = dist
-        _seed(config.seed + dist.rank)   # each process draws its own noise
-        checkpoint = _resume_checkpoint(config)
-        if checkpoint is not None:
-            _check_resumable(config, checkpoint)
-        self.config = config = _claim_run_dir(config, dist, resuming=checkpoint is not None)
+        self.config = config
         self.dataset = build_dataset(config)
         self.loader, self.sampler, steps_per_epoch = build_loader(self.dataset, config, dist.world_size, dist.rank,
                                                                   pin_memory=dist.device.type == "cuda")
@@ -186,6 +211,8 @@ class _Run:
         self.metrics: dict[str, torch.Tensor] = {}
         self.monitor = GpuMonitor(dist.device)
         self.checkpoint_path: Path | None = None
+        if dist.is_main:
+            console.note(f"writing {config.run_dir}/" + (" (resuming)" if checkpoint is not None else ""))
         self.writer = _RunWriter(config, self.task) if dist.is_main else None
         if self.writer is not None:
             self.writer.start(self.position.step, self._notes(), self.resumed_from)
@@ -195,6 +222,8 @@ class _Run:
         notes = [*self.task.notes, f"data: {self.dataset!r}, {self.position.steps_per_epoch} steps per epoch, "
                  f"{dist.world_size} process(es) on {dist.device.type}"
                  + (", bf16 autocast" if self.task.context.amp else "")]
+        if config.n_gpu >= 1 and dist.device.type == "cpu":
+            notes.append(f"n_gpu {config.n_gpu}: no CUDA GPU here, so training runs on the CPU (n_gpu: 0 asks for it)")
         if config.amp and dist.device.type != "cuda":
             notes.append("amp: ignored on the CPU (bf16 autocast is for CUDA)")
         if config.n_gpu > 1 and not dist.enabled:
@@ -207,10 +236,11 @@ class _Run:
         config, position = self.config, self.position
         self.sampler.set_epoch(epoch, position.batch * config.batch_size)
         self.tick = (time.perf_counter(), position.step)
-        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{config.num_epochs}", total=position.steps_per_epoch,
-                   initial=position.batch, unit="step", leave=False,
-                   disable=not (config.progress and self.dist.is_main))
+        bar = console.progress_bar(config.progress and self.dist.is_main, self.loader,
+                                   desc=f"epoch {epoch + 1}/{config.num_epochs}", total=position.steps_per_epoch,
+                                   initial=position.batch, unit="step", leave=False)
         for batch in bar:
+            console.check_interrupt()
             self.metrics.update(self.task.train_step(batch, position.step))
             position.step += 1
             end_of_epoch = position.batch == 0
@@ -232,7 +262,7 @@ class _Run:
             self.writer.plot()
         self.checkpoint(numbered=config.checkpoint_every > 0 and self.position.step % config.checkpoint_every == 0)
 
-    def log(self, bar: tqdm) -> None:
+    def log(self, bar) -> None:
         """A log.jsonl record: the metrics (mean over processes), learning rates, speed, GPU."""
         position, (then, then_step) = self.position, self.tick
         now = time.perf_counter()
@@ -356,6 +386,8 @@ class _RunWriter:
         self.config, self.task = config, task
         for folder in ("checkpoints", "samples"):
             (run_dir / folder).mkdir(parents=True, exist_ok=True)
+        for stale in (run_dir / "checkpoints").glob(".*.tmp"):   # a run killed while writing a checkpoint
+            stale.unlink(missing_ok=True)
         (run_dir / "config.yaml").write_text(config.to_yaml())
         self.log_path = run_dir / "log.jsonl"
         self._log: JsonlLog | None = None

@@ -76,7 +76,7 @@ def test_errors_name_the_file(trained_checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match=r"missing\.pt: no such file"):
         _generate(tmp_path / "missing.pt", tmp_path / "out")
     (tmp_path / "corrupt.pt").write_bytes(b"\x00not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"corrupt\.pt: cannot read as a checkpoint"):
+    with pytest.raises(CheckpointError, match=r"not a medgan_fast checkpoint: .*corrupt\.pt \(cannot be read"):
         _generate(tmp_path / "corrupt.pt", tmp_path / "out")
     checkpoint = load_checkpoint(trained_checkpoint)
     other = {key: value for key, value in checkpoint.items() if key not in ("format", "version", "package_version",
@@ -92,7 +92,7 @@ def test_errors_name_the_file(trained_checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match=r"nogen\.pt: incomplete checkpoint, missing key models\['generator'\]"):
         _generate(tmp_path / "nogen.pt", tmp_path / "out")
     torch.save(checkpoint["models"]["generator"], tmp_path / "bare.pt")
-    with pytest.raises(CheckpointError, match=r"bare\.pt: a bare state_dict"):
+    with pytest.raises(CheckpointError, match=r"not a medgan_fast checkpoint: .*bare\.pt \(a bare state_dict"):
         _generate(tmp_path / "bare.pt", tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -104,7 +104,7 @@ def test_users_generator_job_from_a_train_config(trained_checkpoint, tmp_path):
                 load_checkpoint(trained_checkpoint)["models"]["generator"].items()}, tmp_path / "theirs.pt")
     for name in (str(trained_checkpoint), str(tmp_path / "theirs.pt")):
         config = TrainConfig(arch="Generator", path=name, out=str(tmp_path / "fakes"), quantity=3, latent_vector=8,
-                             gen_feature_maps=4, progress=False, n_gpu=0)
+                             gen_feature_maps=4, progress=False, n_gpu=0, overwrite=True)
         generate(GenerateConfig.from_train_config(config))
         assert len(list((tmp_path / "fakes").iterdir())) == 3
     wrong = TrainConfig(arch="Generator", path=str(tmp_path / "theirs.pt"), out=str(tmp_path / "x"), latent_vector=8,
@@ -129,10 +129,10 @@ def test_command_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
         generate_command.main([])
-    assert exit_.value.code != 0 and "python -m medgan_fast.train" in str(exit_.value.code)
+    assert exit_.value.code == 2 and "python -m medgan_fast.train" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         generate_command.main(["--checkpoint", "nope.pt"])
-    assert str(exit_.value.code) == "generate: error: nope.pt: no such file"
+    assert exit_.value.code == 1 and capsys.readouterr().err.strip() == "generate: error: nope.pt: no such file"
     with pytest.raises(SystemExit) as exit_:
         generate_command.main(["--help"])
     assert exit_.value.code == 0

@@ -235,11 +235,13 @@ def test_command_with_a_config_file_and_set(tmp_path):
     (["--set", "data=/no/such/folder"], "data /no/such/folder: no such folder"),
     (["--set", "arch=Generator", "--set", "path=/no/such.pt"], "/no/such.pt: no such file"),
 ])
-def test_command_errors_are_one_line(tmp_path, monkeypatch, args, message):
+def test_command_errors_are_one_line(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
         train_command.main(args)
-    assert str(exit_.value.code).startswith("train: error: ") and message in str(exit_.value.code)
+    error = capsys.readouterr().err.strip()
+    assert exit_.value.code == 1 and "\n" not in error
+    assert error.startswith("train: error: ") and message in error
     assert not any(tmp_path.rglob("*.pt"))
 
 

@@ -1,0 +1,21 @@
+"""The error every known bad input raises: an argument, file or setting that cannot be used.
+
+Commands (medgan_fast.cli) print it as one line naming what was wrong and exit 1; a library
+user catches it as ValueError. DataError, ConfigError, CheckpointError and OutputError are
+its kinds.
+"""
+
+__all__ = ["Interrupted", "MedganFastError", "OutputError"]
+
+
+class MedganFastError(ValueError):
+    """Bad input: the message names the argument or file and what was expected."""
+
+
+class OutputError(MedganFastError):
+    """An output that cannot be written as asked: it exists (and --overwrite was not given),
+    its name has the wrong suffix, or its folder cannot be created or written."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what the job left behind and how to continue (the command prints it)."""
