@@ -70,32 +70,31 @@ def main(command: str, build_parser: Callable[[], argparse.ArgumentParser], run:
         if console.interrupted():   # a Ctrl-C swallowed during the last step: the work is done
             print(summary)
             print(f"{command}: interrupted as it finished; the outputs above are complete", file=sys.stderr)
-            _exit(EXIT_INTERRUPTED, previous_handler)
+            _exit(EXIT_INTERRUPTED)
     except UsageError as error:
         parser.print_usage(sys.stderr)
         print(f"{command}: error: {error}", file=sys.stderr)
-        _exit(EXIT_USAGE, previous_handler)
+        _exit(EXIT_USAGE)
     except KeyboardInterrupt as interrupt:
         if args.debug:
             traceback.print_exc()
         detail = str(interrupt) if isinstance(interrupt, Interrupted) else ""
         print(f"{command}: interrupted" + (f"; {detail}" if detail else ""), file=sys.stderr)
-        _exit(EXIT_INTERRUPTED, previous_handler)
+        _exit(EXIT_INTERRUPTED)
     except MedganFastError as error:
         if args.debug:
             traceback.print_exc()
         print(f"{command}: error: {one_line(error)}", file=sys.stderr)
-        _exit(EXIT_ERROR, previous_handler)
+        _exit(EXIT_ERROR)
     finally:
         console._end()
-    signal.signal(signal.SIGINT, previous_handler)
+        signal.signal(signal.SIGINT, previous_handler)
     if summary is not None:
         print(summary)
     sys.exit(0)
 
 
-def _exit(code: int, previous_handler) -> NoReturn:
-    signal.signal(signal.SIGINT, previous_handler)
+def _exit(code: int) -> NoReturn:
     sys.stdout.flush()
     sys.exit(code)
 

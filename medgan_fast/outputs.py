@@ -40,8 +40,8 @@ def check_output_folder(path: str | Path, argument: str, *, overwrite: bool = Fa
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{argument} {path}: is a file; expected a folder")
-    if path.is_dir() and not overwrite and any(path.glob(pattern)):
-        count = sum(1 for _ in path.glob(pattern))
+    count = sum(1 for _ in path.glob(pattern)) if path.is_dir() and not overwrite else 0
+    if count:
         raise OutputError(f"{argument} {path}: already holds {count} {pattern} file(s); give --overwrite to "
                           "replace them, or another folder")
     _check_folder_writable(path, argument, path)
