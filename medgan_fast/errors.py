@@ -5,11 +5,15 @@ user catches it as ValueError. DataError, ConfigError, CheckpointError and Outpu
 its kinds.
 """
 
-__all__ = ["Interrupted", "MedganFastError", "OutputError"]
+__all__ = ["DataError", "Interrupted", "MedganFastError", "OutputError"]
 
 
 class MedganFastError(ValueError):
     """Bad input: the message names the argument or file and what was expected."""
+
+
+class DataError(MedganFastError):
+    """Bad input data: the message names the file (or argument) and what was expected."""
 
 
 class OutputError(MedganFastError):

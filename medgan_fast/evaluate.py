@@ -1,7 +1,7 @@
 """`python -m medgan_fast.evaluate`: generated images against real ones (PSNR, SSIM, MS-GMSD, HaarPSI, SWD, ...).
 
-Thin: arguments -> :class:`~medgan_fast.metrics.evaluation.EvaluateConfig` ->
-:func:`~medgan_fast.metrics.evaluation.evaluate` -> the table, and the JSON file written.
+Thin: arguments -> :class:`~medgan_fast.jobs.evaluation.EvaluateConfig` ->
+:func:`~medgan_fast.jobs.evaluation.evaluate` -> the table, and the JSON file written.
 """
 
 from __future__ import annotations
@@ -11,18 +11,10 @@ import shlex
 import textwrap
 
 from . import cli
-from .data.patchset import AtomicPath
 from .errors import Interrupted
-from .metrics.evaluation import (
-    DEFAULT_METRICS,
-    DEMO_COUNT,
-    DEMO_SIZE,
-    HIGHER_IS_BETTER,
-    PAIRED_METRICS,
-    SET_METRICS,
-    EvaluateConfig,
-    evaluate,
-)
+from .jobs.evaluation import DEMO_COUNT, DEMO_SIZE, EvaluateConfig, evaluate
+from .metrics.comparison import DEFAULT_METRICS, HIGHER_IS_BETTER, PAIRED_METRICS, SET_METRICS
+from .outputs import AtomicPath
 
 PROG = "python -m medgan_fast.evaluate"
 
@@ -35,11 +27,13 @@ examples:
   {PROG} --real patches.h5 --fake runs/dcgan64_sample/checkpoints/last.pt --quantity 256
       generates 256 images from the checkpoint (the ones `python -m medgan_fast.generate
       --quantity 256 --seed 0` writes) and compares them with the patch set
-  {PROG} --real data/nuclei --fake generated --metrics ssim,ms_gmsd,haarpsi,swd --out nuclei.json
-  {PROG} --real data/em16 --fake fakes.h5 --data-range 4095
-      12-bit data stored in 16-bit TIFFs: 4095 is white (default: 8-bit / 255, 16-bit / 65535)
-  {PROG} --real data/nuclei --fake generated --inception inception-2015-12-05.pt
-      adds FID and KID (a local TorchScript Inception-v3; nothing is downloaded)
+  {PROG} --real patches.h5 --fake fakes/ --metrics ssim,ms_gmsd,haarpsi,swd --out fakes.json
+      the PNGs `python -m medgan_fast.generate ... --out fakes/` wrote, four metrics
+  {PROG} --real ../shared/data/emps/images --fake emps_fakes.h5 --data-range 255
+      --data-range: the stored value of white (default: 8-bit / 255, 16-bit / 65535; 4095
+      for 12-bit data stored in 16-bit TIFFs)
+  {PROG} --real patches.h5 --fake fakes/ --inception inception-2015-12-05.pt
+      adds FID and KID (a local TorchScript Inception-v3 file; nothing is downloaded)
 
 --real and --fake: a folder of images (PNG, JPEG, TIFF, NPY; subfolders too), an HDF5 set
 (images (N, C, H, W), as `patches` and `generate` write them) or one image; --fake may also be

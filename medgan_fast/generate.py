@@ -1,7 +1,7 @@
 """`python -m medgan_fast.generate`: images from a trained generator, as PNG files or an HDF5 set.
 
-Thin: arguments -> :class:`~medgan_fast.training.generation.GenerateConfig` ->
-:func:`~medgan_fast.training.generation.generate` -> what was written.
+Thin: arguments -> :class:`~medgan_fast.jobs.generation.GenerateConfig` ->
+:func:`~medgan_fast.jobs.generation.generate` -> what was written.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import shlex
 
 from . import cli
-from .training.generation import GenerateConfig, generate
+from .jobs.generation import GenerateConfig, generate
 
 PROG = "python -m medgan_fast.generate"
 

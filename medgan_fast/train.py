@@ -2,7 +2,7 @@
 
 Thin: --config FILE.yaml + --set key=value -> :class:`~medgan_fast.training.config.TrainConfig`
 -> :func:`~medgan_fast.training.loop.train` (or, for the users' arch 'Generator',
-:func:`~medgan_fast.training.generation.generate`) -> where the outputs are.
+:func:`~medgan_fast.jobs.generation.generate`) -> where the outputs are.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import textwrap
 
 from . import cli
 from .training.config import SAMPLE_PRESET, describe_keys, load_config
-from .training.generation import GenerateConfig, generate
+from .jobs.generation import GenerateConfig, generate
 from .training.loop import train
 
 PROG = "python -m medgan_fast.train"

@@ -132,7 +132,8 @@ def test_ctrl_c_during_patches_stops_promptly_and_leaves_nothing(many_images, tm
     assert code == cli.EXIT_INTERRUPTED, stderr
     assert "patches: interrupted; nothing written" in stderr
     assert "Exception ignored" not in stderr and "Traceback" not in stderr
-    assert seconds < 5
+    # 0.6-2.3 s on an idle 2-core VM (interpreter exit included), 6 s with another test run beside it
+    assert seconds < 10
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,5 +1,6 @@
-"""The `evaluate` command and medgan_fast.metrics.evaluation: folders, HDF5 sets, checkpoints,
-the pairing rule, the demo, the JSON file, and one-line errors."""
+"""The `evaluate` command, medgan_fast.jobs.evaluation and medgan_fast.metrics.comparison:
+folders, HDF5 sets, checkpoints, the pairing rule, the demo, the JSON file, and one-line
+errors."""
 
 from __future__ import annotations
 
@@ -22,17 +23,10 @@ from medgan_fast._version import __version__
 from medgan_fast.data.images import DataError
 from medgan_fast.data.patchset import PatchSetWriter, make_meta
 from medgan_fast.metrics import distribution, quality
-from medgan_fast.metrics.evaluation import (
-    HIGHER_IS_BETTER,
-    METRICS,
-    EvaluateConfig,
-    compute_metrics,
-    evaluate,
-    load_set,
-    pair_indices,
-)
+from medgan_fast.jobs.evaluation import EvaluateConfig, evaluate, load_set
+from medgan_fast.jobs.generation import GenerateConfig, generate
+from medgan_fast.metrics.comparison import HIGHER_IS_BETTER, METRICS, compute_metrics, pair_indices
 from medgan_fast.training.config import TrainConfig
-from medgan_fast.training.generation import GenerateConfig, generate
 from medgan_fast.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -83,23 +83,36 @@ def resize_and_crop(image: torch.Tensor, size: int) -> torch.Tensor:
 
 class ImageDataset(Dataset):
     """Base of the training datasets: ``dataset[(epoch, index)]`` -> (C, S, S) float32 in
-    [-1, 1]. Subclasses give :meth:`__len__` and :meth:`load` ((C', H, W) in [0, 1], any C',
-    any size, given the item's RNG for random crops).
+    [-1, 1]. Subclasses give :meth:`available` (their item count) and :meth:`load` ((C', H, W)
+    in [0, 1], any C', any size, given the item's RNG for random crops).
 
     Args:
         image_size: side S of the items.
         channels: C, 1 or 3.
         flip: random horizontal and vertical flips (each with probability 1/2).
         seed: with the key, fixes every random choice.
+
+    ``max_images`` (0: all) keeps only the first items, for a quick trial run.
     """
+
+    max_images: int = 0
 
     def __init__(self, image_size: int, channels: int, flip: bool = False, seed: int = 0):
         if channels not in (1, 3):
             raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
         self.image_size, self.channels, self.flip, self.seed = image_size, channels, flip, seed
 
-    def __len__(self) -> int:
+    def available(self) -> int:
         raise NotImplementedError
+
+    def __len__(self) -> int:
+        count = self.available()
+        return min(count, self.max_images) if self.max_images else count
+
+    def _counted(self, noun: str) -> str:
+        """'108 images', or 'the first 16 of 108 images' under max_images."""
+        count = self.available()
+        return f"{count} {noun}" if len(self) == count else f"the first {len(self)} of {count} {noun}"
 
     def load(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         raise NotImplementedError
@@ -150,14 +163,14 @@ class FolderDataset(ImageDataset):
         self.root = Path(root)
         self.files = find_images(self.root)
 
-    def __len__(self) -> int:
+    def available(self) -> int:
         return len(self.files)
 
     def load(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         return to_unit_float(read_image(self.files[index]))
 
     def __repr__(self) -> str:
-        return f"folder {self.root} ({len(self)} images)"
+        return f"folder {self.root} ({self._counted('images')})"
 
 
 # ---------------------------------------------------------------------------------------
@@ -196,7 +209,7 @@ class PatchSetDataset(ImageDataset):
         self._file: h5py.File | None = None
         self._pid: int | None = None
 
-    def __len__(self) -> int:
+    def available(self) -> int:
         return self.count
 
     def load(self, index: int, rng: np.random.Generator) -> torch.Tensor:
@@ -208,7 +221,7 @@ class PatchSetDataset(ImageDataset):
         return {**self.__dict__, "_file": None, "_pid": None}   # h5py handles do not pickle
 
     def __repr__(self) -> str:
-        return f"patch set {self.path} ({len(self)} patches)"
+        return f"patch set {self.path} ({self._counted('patches')})"
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,7 +241,7 @@ class SampleDataset(ImageDataset):
         if image_size > min(self.image.shape[1:]):
             raise ValueError(f"image_size {image_size}: larger than the sample image {tuple(self.image.shape[1:])}")
 
-    def __len__(self) -> int:
+    def available(self) -> int:
         return self.crops
 
     def load(self, index: int, rng: np.random.Generator) -> torch.Tensor:
@@ -237,4 +250,4 @@ class SampleDataset(ImageDataset):
         return self.image[:, top:top + self.image_size, left:left + self.image_size]
 
     def __repr__(self) -> str:
-        return f"the embedded sample ({SAMPLE_NAME}, {self.crops} random crops per epoch)"
+        return f"the embedded sample ({SAMPLE_NAME}, {len(self)} random crops per epoch)"

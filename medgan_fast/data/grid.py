@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .patchset import AtomicPath
+from ..outputs import AtomicPath
 
 __all__ = ["make_grid", "save_grid"]
 

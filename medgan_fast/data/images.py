@@ -12,7 +12,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from ..errors import MedganFastError
+from ..errors import DataError
 
 __all__ = [
     "IMAGE_SUFFIXES", "DataError", "find_pairs", "image_from_array", "is_lossy", "list_images", "mask_from_array", "read_array",
@@ -26,10 +26,6 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 # Pillow modes whose pixels we keep as they are; anything else (CMYK, YCbCr, ...) is
 # converted to RGB. "P" is kept for masks (its indices are the labels) and made RGB for images.
 _PIL_NATIVE_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F", "RGB", "RGBA", "P")
-
-
-class DataError(MedganFastError):
-    """Bad input data: the message names the file (or argument) and what was expected."""
 
 
 # ---------------------------------------------------------------------------------------

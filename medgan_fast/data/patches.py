@@ -27,7 +27,8 @@ from ..outputs import HDF5_SUFFIXES, check_output_file
 from ..ops.components import CROP_MODES, crop_components, label
 from .grid import save_grid
 from .images import DataError, find_pairs, image_from_array, mask_from_array, read_image, read_mask
-from .patchset import AtomicPath, PatchSetWriter, make_meta
+from ..outputs import AtomicPath
+from .patchset import PatchSetWriter, make_meta
 from .sample import SAMPLE_NAME, SAMPLE_PATCH_SETTINGS, sample_image_and_mask
 
 __all__ = ["CONTACT_SHEET_PATCHES", "PatchesConfig", "PatchesSummary", "contact_sheet_path", "extract_patches"]

@@ -17,9 +17,6 @@ complete, so a reader never sees half a patch set.
 
 from __future__ import annotations
 
-import glob
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +24,9 @@ import h5py
 import numpy as np
 
 from .._version import __version__
+from ..outputs import AtomicPath
 
-__all__ = ["FORMAT_VERSION", "META_DTYPE", "AtomicPath", "PatchSet", "PatchSetWriter", "make_meta", "read_patch_set"]
+__all__ = ["FORMAT_VERSION", "META_DTYPE", "PatchSet", "PatchSetWriter", "make_meta", "read_patch_set"]
 
 FORMAT_VERSION = 1
 
@@ -43,58 +41,6 @@ META_DTYPE = np.dtype([
 
 IMAGE_DTYPES = (np.uint8, np.uint16, np.float32)
 CHUNK_BYTES = 1 << 20   # ~1 MiB chunks: big enough to stream, small enough to read a few patches
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
-class AtomicPath:
-    """A temporary path beside `path` that becomes `path` only when complete.
-
-    As a context manager it renames on success and deletes the temporary file on any
-    error (KeyboardInterrupt included); :meth:`commit` and :meth:`discard` do the same
-    by hand.
-
-    >>> with AtomicPath("out.png") as tmp:   # doctest: +SKIP
-    ...     image.save(tmp)
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Same folder, so os.replace is a rename on one file system (atomic).
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(name)
-        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
-
-    @staticmethod
-    def discard_leftovers(path: str | Path, names: str | None = None) -> None:
-        """Deletes the temporaries that an interrupted write of `path` left (with `names`, a
-        glob such as "*.png": of those files in folder `path`). Ctrl-C can land between a
-        temporary's creation and the moment its owner knows its name."""
-        path = Path(path)
-        folder, pattern = (path, names) if names is not None else (path.parent, glob.escape(path.name))
-        for tmp in folder.glob(f".{pattern}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-
-    def commit(self) -> None:
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> Path:
-        return self.tmp
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if kind is None:
-            self.commit()
-        else:
-            self.discard()
 
 
 class PatchSetWriter:

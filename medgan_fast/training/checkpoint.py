@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..data.patchset import AtomicPath
 from ..errors import MedganFastError
+from ..outputs import AtomicPath
 
 __all__ = [
     "CHECKPOINT_FORMAT", "CheckpointError", "check_checkpoint", "get_rng_state", "load_checkpoint", "load_file",

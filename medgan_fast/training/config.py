@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from ..errors import MedganFastError
-from ..metrics.evaluation import TRAIN_DEFAULT_METRICS, TRAIN_METRICS
+from ..metrics.comparison import TRAIN_DEFAULT_METRICS, TRAIN_METRICS
 
 __all__ = [
     "ARCHS", "GENERATE_ARCH", "LOSSES", "SAMPLE_DATA", "SAMPLE_PRESET", "ConfigError", "TrainConfig", "check_key",
@@ -78,6 +78,7 @@ KEY_HELP: dict[str, str] = {
     'amp': 'bf16 autocast (CUDA only; ignored on CPU)',
     'flip': 'random horizontal and vertical flips',
     'sample_crops': 'crops per epoch drawn from the embedded sample',
+    'max_images': 'train on the first N images of data only, for a quick trial (0: all)',
     'checkpoint_every': 'steps between checkpoints (0: at epoch ends only)',
     'keep_checkpoints': 'step-numbered checkpoints kept besides last.pt (0: all)',
     'sample_every': 'epochs between sample grids (the last epoch always gets one)',
@@ -94,7 +95,7 @@ CHOICES: dict[str, tuple] = {"arch": (*ARCHS, GENERATE_ARCH), "loss": LOSSES, "i
 AT_LEAST: dict[str, int] = {
     **dict.fromkeys(("num_epochs", "batch_size", "latent_vector", "gen_feature_maps", "dis_feature_maps", "quantity",
                      "n_critic", "sample_crops", "sample_every", "sample_count", "log_every"), 1),
-    **dict.fromkeys(("seed", "n_gpu", "loader_workers", "checkpoint_every", "keep_checkpoints"), 0),
+    **dict.fromkeys(("seed", "n_gpu", "loader_workers", "checkpoint_every", "keep_checkpoints", "max_images"), 0),
 }
 POSITIVE = ("learning_rate", "d_learning_rate", "truncation")
 VALUE_RANGES = {"beta_adam": "in [0, 1)", "label_smoothing": "in (0, 1], loss bce only",
@@ -141,6 +142,7 @@ class TrainConfig:
     amp: bool = True
     flip: bool = False
     sample_crops: int = 1024
+    max_images: int = 0
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     sample_every: int = 1

@@ -36,10 +36,13 @@ def build_dataset(config: TrainConfig) -> ImageDataset:
     options = dict(image_size=config.image_size, channels=config.number_channels, flip=config.flip, seed=config.seed)
     source = config.data
     if config.is_sample:
-        return SampleDataset(crops=config.sample_crops, **options)
-    if Path(source).suffix.lower() in HDF5_SUFFIXES:
-        return PatchSetDataset(source, **options)
-    return FolderDataset(source, **options)
+        dataset = SampleDataset(crops=config.sample_crops, **options)
+    elif Path(source).suffix.lower() in HDF5_SUFFIXES:
+        dataset = PatchSetDataset(source, **options)
+    else:
+        dataset = FolderDataset(source, **options)
+    dataset.max_images = config.max_images
+    return dataset
 
 
 class EpochSampler(DistributedSampler):

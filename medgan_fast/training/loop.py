@@ -13,7 +13,7 @@ existing one.
 Image metrics (``metrics``, default ssim, ms_gmsd, haarpsi, swd): with every sample grid, rank 0
 compares the grid's images (fixed noise) with a fixed batch of as many real training images
 (items (epoch 0, i) at evenly spaced i, so the same ones every time), both mapped from [-1, 1]
-to [0, 1], as :mod:`medgan_fast.metrics.evaluation` pairs them (each sample image against
+to [0, 1], as :mod:`medgan_fast.metrics.comparison` pairs them (each sample image against
 ``TRAIN_PAIRS_PER_IMAGE`` = 4 of the real ones; SWD with ``TRAIN_SWD_OPTIONS``, a cheaper
 estimate than the evaluate command's). It writes a log.jsonl record with "event":
 "metrics", metrics.json (the latest values) and metrics.png. No RNG stream of training is
@@ -47,13 +47,8 @@ from .._version import __version__
 from ..errors import Interrupted
 from ..data.datasets import ImageDataset
 from ..data.grid import save_grid
-from ..metrics.evaluation import (
-    TRAIN_PAIRS_PER_IMAGE,
-    TRAIN_SWD_OPTIONS,
-    compute_metrics,
-    direction,
-    write_json,
-)
+from ..metrics.comparison import TRAIN_PAIRS_PER_IMAGE, TRAIN_SWD_OPTIONS, compute_metrics, direction
+from ..outputs import write_json
 from . import gan  # noqa: F401  (registers DCGAN and SNGAN)
 from .checkpoint import (
     CheckpointError,
@@ -75,7 +70,8 @@ __all__ = ["RunSummary", "train"]
 
 # Settings that shape the models or the data order: a resumed run must keep them.
 RESUME_FIXED = ("arch", "image_size", "latent_vector", "number_channels", "gen_feature_maps", "dis_feature_maps",
-                "batch_size", "seed", "data", "path", "sample_crops", "flip", "n_critic", "loss")
+                "batch_size", "seed", "data", "path", "sample_crops", "max_images", "flip", "n_critic",
+                "loss")
 
 
 @dataclass
@@ -135,7 +131,7 @@ def train(config: TrainConfig) -> RunSummary:
     one call per process (DDP). Returns the summary (on every rank; rank 0 wrote the files).
 
     Raises:
-        ConfigError: arch 'Generator' (use :func:`medgan_fast.training.generation.generate`)
+        ConfigError: arch 'Generator' (use :func:`medgan_fast.jobs.generation.generate`)
             or a resume that does not fit the config.
         DataError: missing or unreadable training data.
         CheckpointError: an unreadable checkpoint to resume from.
@@ -319,7 +315,8 @@ def _resume_checkpoint(config: TrainConfig) -> dict[str, Any] | None:
 
 
 def _check_resumable(config: TrainConfig, checkpoint: dict[str, Any]) -> None:
-    saved = checkpoint["config"]
+    # A key the checkpoint's version did not have yet had its default then.
+    saved = {**TrainConfig().to_dict(), **checkpoint["config"]}
     changed = [f"{key} {saved.get(key)!r} -> {getattr(config, key)!r}" for key in RESUME_FIXED
                if saved.get(key) != getattr(config, key)]
     if changed:

@@ -11,8 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ..data.patchset import AtomicPath
-from ..metrics.evaluation import HIGHER_IS_BETTER
+from ..metrics.comparison import HIGHER_IS_BETTER
+from ..outputs import AtomicPath
 
 __all__ = ["MAX_FRAMES", "evenly_spaced", "gif_frame", "plot_losses", "plot_metrics", "save_evolution"]
 

@@ -165,3 +165,20 @@ def test_loader_resumed_mid_epoch_gives_the_same_batches(tmp_path, workers):
     assert len(tail) == 2
     for a, b in zip(full[2:], tail):
         assert torch.equal(a, b)
+
+
+def test_max_images_keeps_the_first_items_and_says_so(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k in range(5):
+        Image.fromarray(_rgb()).save(folder / f"{k}.png")
+    whole = build_dataset(tiny_config(tmp_path, data=str(folder)))
+    first = build_dataset(tiny_config(tmp_path, data=str(folder), max_images=3))
+    assert len(whole) == 5 and len(first) == 3
+    assert "the first 3 of 5 images" in repr(first) and "(5 images)" in repr(whole)
+    assert torch.equal(first[(1, 2)], whole[(1, 2)])
+    with pytest.raises(IndexError):
+        first[(0, 3)]
+    _, _, steps = build_loader(first, tiny_config(tmp_path, max_images=3, batch_size=2))
+    assert steps == 2
+    assert len(build_dataset(tiny_config(tmp_path, data=str(folder), max_images=9))) == 5

@@ -11,7 +11,7 @@ from medgan_fast import generate as generate_command
 from medgan_fast.data.patchset import read_patch_set
 from medgan_fast.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from medgan_fast.training.config import ConfigError, TrainConfig
-from medgan_fast.training.generation import GenerateConfig, generate, latent_vectors
+from medgan_fast.jobs.generation import GenerateConfig, generate, latent_vectors
 
 from .conftest import run_module, tiny_config
 

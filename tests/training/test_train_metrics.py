@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from medgan_fast.data.datasets import SampleDataset
-from medgan_fast.metrics.evaluation import TRAIN_DEFAULT_METRICS
+from medgan_fast.metrics.comparison import TRAIN_DEFAULT_METRICS
 from medgan_fast.training.config import ConfigError, TrainConfig, load_config
 from medgan_fast.training.loop import fixed_real_images, train
 from medgan_fast.training.plots import plot_metrics

@@ -1,7 +1,7 @@
 """Images from a trained generator: PNG files or an HDF5 set (the ``generate`` command, and
 arch 'Generator' in a train config).
 
-    >>> from medgan_fast.training.generation import GenerateConfig, generate
+    >>> from medgan_fast.jobs.generation import GenerateConfig, generate
     >>> print(generate(GenerateConfig("runs/dcgan64_sample/checkpoints/last.pt", quantity=16,
     ...                               out="fakes.h5")))                    # doctest: +SKIP
 
@@ -33,13 +33,12 @@ from torch import nn
 
 from .. import console
 from ..data.datasets import HDF5_SUFFIXES
-from ..data.patchset import AtomicPath, PatchSetWriter, make_meta
+from ..data.patchset import PatchSetWriter, make_meta
 from ..errors import Interrupted
-from ..outputs import check_output_file, check_output_folder, clear_png_folder
-from . import gan  # noqa: F401  (registers DCGAN and SNGAN)
-from .checkpoint import CheckpointError, check_checkpoint, load_file
-from .config import ConfigError, TrainConfig, field_names
-from .registry import ARCHITECTURES
+from ..outputs import AtomicPath, check_output_file, check_output_folder, clear_png_folder
+from ..training import ARCHITECTURES, CheckpointError, ConfigError, TrainConfig
+from ..training.checkpoint import check_checkpoint, load_file
+from ..training.config import field_names
 
 __all__ = ["GenerateConfig", "GenerateSummary", "generate", "latent_vectors", "load_generator"]
 
@@ -227,7 +226,7 @@ def generate(config: GenerateConfig) -> GenerateSummary:
             clear_png_folder(config.out)
         config.out.mkdir(parents=True, exist_ok=True)
     width = max(6, len(str(config.quantity - 1)))
-    attrs = {"command": config.command or f"medgan_fast.training.generation.generate({config!r})",
+    attrs = {"command": config.command or f"medgan_fast.jobs.generation.generate({config!r})",
              "mode": "generated", "size": size, "checkpoint": str(config.checkpoint), "arch": info["arch"],
              "step": -1 if info["step"] is None else info["step"], "seed": config.seed,
              "truncation": 0.0 if config.truncation is None else config.truncation, "latent_vector": nz}
