@@ -312,7 +312,7 @@ def test_checkpoint_is_refused_as_real(checkpoint, tmp_path):
 def test_corrupt_checkpoint_names_the_argument(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     _folder(tmp_path / "real", _blobs(2, 16))
-    with pytest.raises(DataError, match=r"--fake .*not a medgan_fast checkpoint: .*bad\.pt"):
+    with pytest.raises(DataError, match=r"--fake: not a medgan_fast checkpoint: .*bad\.pt"):
         evaluate(_config(tmp_path / "real", tmp_path / "bad.pt", None, metrics="psnr"))
 
 

@@ -321,7 +321,7 @@ def _generate(path: Path, argument: str, config: EvaluateConfig, device: torch.d
     try:
         generator, info = load_generator(path, device)
     except CheckpointError as error:
-        raise DataError(f"{argument} {error}") from error
+        raise DataError(f"{argument}: {error}") from error
     model = info["config"]
     batches = []
     bar = console.progress_bar(config.progress, total=config.quantity, desc="generate", unit="image", leave=False)

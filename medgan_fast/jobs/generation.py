@@ -34,7 +34,7 @@ from torch import nn
 from .. import console
 from ..data.datasets import HDF5_SUFFIXES
 from ..data.patchset import PatchSetWriter, make_meta
-from ..errors import Interrupted
+from ..errors import Interrupted, OutputError
 from ..outputs import AtomicPath, check_output_file, check_output_folder, clear_png_folder
 from ..training import ARCHITECTURES, CheckpointError, ConfigError, TrainConfig
 from ..training.checkpoint import check_checkpoint, load_file
@@ -213,6 +213,9 @@ def generate(config: GenerateConfig) -> GenerateSummary:
     device = resolve_device(config.device)
     if config.is_hdf5:
         check_output_file(config.out, "--out", overwrite=config.overwrite)
+    elif config.out.suffix and not config.out.is_dir():
+        raise OutputError(f"--out {config.out}: expected a folder for PNG files (a name without a suffix) or an "
+                          f"HDF5 file ending in {' or '.join(HDF5_SUFFIXES)}")
     else:
         check_output_folder(config.out, "--out", overwrite=config.overwrite)
     generator, info = load_generator(config.checkpoint, device, config.model_config)

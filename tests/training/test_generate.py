@@ -9,6 +9,7 @@ from PIL import Image
 
 from medgan_fast import generate as generate_command
 from medgan_fast.data.patchset import read_patch_set
+from medgan_fast.errors import OutputError
 from medgan_fast.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from medgan_fast.training.config import ConfigError, TrainConfig
 from medgan_fast.jobs.generation import GenerateConfig, generate, latent_vectors
@@ -95,6 +96,16 @@ def test_errors_name_the_file(trained_checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match=r"not a medgan_fast checkpoint: .*bare\.pt \(a bare state_dict"):
         _generate(tmp_path / "bare.pt", tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+
+def test_an_out_with_a_file_suffix_is_neither_a_folder_nor_hdf5(trained_checkpoint, tmp_path):
+    with pytest.raises(OutputError, match=r"fakes\.txt: expected a folder for PNG files .* or an HDF5 file"):
+        _generate(trained_checkpoint, tmp_path / "fakes.txt")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "run.v2").mkdir()   # an existing folder whose name has a dot is a folder
+    _generate(trained_checkpoint, tmp_path / "run.v2")
+    assert any((tmp_path / "run.v2").glob("*.png"))
 
 
 def test_users_generator_job_from_a_train_config(trained_checkpoint, tmp_path):
