@@ -12,13 +12,20 @@ import shlex
 import textwrap
 
 from . import cli
-from .training.config import SAMPLE_PRESET, describe_keys, load_config
+from .training.config import SAMPLE_PRESET, describe_arch_keys, describe_keys, load_config
 from .jobs.generation import GenerateConfig, generate
 from .training.loop import train
 
 PROG = "python -m medgan_fast.train"
 
-KEYS = "\n".join(textwrap.fill(line, 94, initial_indent="  ", subsequent_indent="      ") for line in describe_keys())
+
+
+def _keys(lines: list[str]) -> str:
+    return "\n".join(textwrap.fill(line, 94, initial_indent="  ", subsequent_indent="      ") for line in lines)
+
+
+KEYS = _keys(describe_keys()) + "".join(f"\n\nkeys of arch {arch}, besides the ones above:\n{_keys(lines)}"
+                                        for arch, lines in describe_arch_keys().items())
 
 EPILOG = f"""\
 examples:

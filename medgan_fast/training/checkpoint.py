@@ -77,17 +77,19 @@ def _tuples(value):
 # ---------------------------------------------------------------------------------------
 # Files
 
-def save_checkpoint(payload: dict[str, Any], path: str | Path, also: str | Path | None = None) -> Path:
-    """Writes `payload` (format and version added) to `path` atomically; with `also`, the same
-    file appears there too (a hard link where the file system allows, else a copy)."""
+def save_checkpoint(payload: dict[str, Any], path: str | Path,
+                    also: str | Path | list[str | Path] | None = None) -> Path:
+    """Writes `payload` (format and version added) to `path` atomically; with `also` (a path or
+    a list of them), the same file appears there too (a hard link where the file system
+    allows, else a copy)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "package_version": __version__,
                "torch_version": str(torch.__version__), **payload}
     with AtomicPath(path) as tmp:
         torch.save(payload, tmp)
-    if also is not None:
-        with AtomicPath(also) as tmp:
+    for other in ([] if also is None else [also] if isinstance(also, (str, Path)) else also):
+        with AtomicPath(other) as tmp:
             tmp.unlink()
             try:
                 os.link(path, tmp)

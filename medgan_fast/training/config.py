@@ -3,9 +3,10 @@
 
 It reads our users' control files unchanged (their keys: arch, path, out, run, seed, n_gpu,
 num_epochs, learning_rate, beta_adam, batch_size, latent_vector, image_size, loader_workers,
-number_channels, gen_feature_maps, dis_feature_maps, quantity) and adds ours. Unknown keys
-and bad values raise :class:`ConfigError` with the valid keys (or range) and the closest
-match:
+number_channels, gen_feature_maps, dis_feature_maps, quantity) and adds ours. An
+architecture other than DCGAN and SNGAN adds its own keys (:mod:`.options`), set at the top
+level of a file beside the common ones and kept in ``options``. Unknown keys and bad values
+raise :class:`ConfigError` with the valid keys (or range) and the closest match:
 
     >>> from medgan_fast.training.config import load_config
     >>> config = load_config("configs/users_dcgan64.yaml", ["num_epochs=2"])   # doctest: +SKIP
@@ -18,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +26,20 @@ from typing import Any
 
 import yaml
 
-from ..errors import MedganFastError
 from ..metrics.comparison import TRAIN_DEFAULT_METRICS, TRAIN_METRICS
+from .options import ConfigError, coerce, describe_options, one_of, parse_options, shown
 
 __all__ = [
-    "ARCHS", "GENERATE_ARCH", "LOSSES", "SAMPLE_DATA", "SAMPLE_PRESET", "ConfigError", "TrainConfig", "check_key",
-    "field_names", "load_config", "parse_overrides", "read_yaml",
+    "ARCHS", "ARCH_OPTIONS", "GENERATE_ARCH", "LOSSES", "SAMPLE_DATA", "SAMPLE_PRESET", "ConfigError", "TrainConfig",
+    "check_key", "describe_arch_keys", "describe_keys", "field_names", "load_config", "parse_overrides", "read_yaml",
 ]
 
 SAMPLE_DATA = "sample"
 GENERATE_ARCH = "Generator"       # users' arch name for "write images from a trained checkpoint"
-ARCHS = ("DCGAN", "SNGAN")        # trainable architectures (training/registry.py builds them)
+ARCHS = ("DCGAN", "SNGAN")        # our users' architectures; ARCH_OPTIONS has every registered one
+# Every trainable architecture -> the dataclass of the keys it adds (None: the common keys
+# only, as DCGAN and SNGAN); training/registry.register fills it.
+ARCH_OPTIONS: dict[str, type | None] = {}
 LOSSES = ("bce", "hinge")
 IMAGE_SIZES = (64, 128, 256)
 BASE_LEARNING_RATE = 0.0002       # the users' ratio convention: learning_rate >= 1 scales D's rate from this
@@ -88,10 +91,11 @@ KEY_HELP: dict[str, str] = {
     'resume': 'true: <run dir>/checkpoints/last.pt; or a checkpoint path',
     'truncation': 'arch Generator: resample latent entries with |z| > truncation',
     'progress': 'progress bars (drawn only on a terminal)',
+    'monitor': "'<validation metric> min|max' (e.g. val_dice max): checkpoints/best.pt keeps the best epoch",
+    'options': "the architecture's own keys (set them at the top level; train --help lists them)",
 }
 
-CHOICES: dict[str, tuple] = {"arch": (*ARCHS, GENERATE_ARCH), "loss": LOSSES, "image_size": IMAGE_SIZES,
-                             "number_channels": (1, 3)}
+CHOICES: dict[str, tuple] = {"loss": LOSSES, "image_size": IMAGE_SIZES, "number_channels": (1, 3)}
 AT_LEAST: dict[str, int] = {
     **dict.fromkeys(("num_epochs", "batch_size", "latent_vector", "gen_feature_maps", "dis_feature_maps", "quantity",
                      "n_critic", "sample_crops", "sample_every", "sample_count", "log_every"), 1),
@@ -100,10 +104,6 @@ AT_LEAST: dict[str, int] = {
 POSITIVE = ("learning_rate", "d_learning_rate", "truncation")
 VALUE_RANGES = {"beta_adam": "in [0, 1)", "label_smoothing": "in (0, 1], loss bce only",
                 "metrics": "comma list of " + ", ".join(TRAIN_METRICS)}
-
-
-class ConfigError(MedganFastError):
-    """A bad key or value in a train config; the message names it and says what is valid."""
 
 
 @dataclass
@@ -153,12 +153,17 @@ class TrainConfig:
     truncation: float | None = None
     overwrite: bool = False
     progress: bool = True
+    monitor: str = ""
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
     def __post_init__(self):
         self.metrics = _metric_list(self.metrics)
         for field in dataclasses.fields(self):
-            setattr(self, field.name, _coerce(field.name, getattr(self, field.name), _field_types()[field.name]))
+            if field.name != "options":
+                setattr(self, field.name, coerce(field.name, getattr(self, field.name), _field_types()[field.name]))
+        self.arch = one_of("arch", self.arch, arch_names())
+        self.options = parse_options(ARCH_OPTIONS.get(self.arch), self.options, self.arch)
         self._validate()
         # Resolved, so config.yaml says what was used.
         self.run = self.run or f"{self.arch.lower()}{self.image_size}"
@@ -181,6 +186,17 @@ class TrainConfig:
     def metric_names(self) -> tuple[str, ...]:
         """The metrics to log, in order (empty: none)."""
         return tuple(name for name in self.metrics.split(",") if name)
+
+    @property
+    def arch_options(self) -> Any:
+        """The architecture's own keys as its options dataclass (None for DCGAN and SNGAN)."""
+        schema = ARCH_OPTIONS.get(self.arch)
+        return schema(**self.options) if schema is not None else None
+
+    @property
+    def monitored(self) -> tuple[str, str] | None:
+        """(metric, 'min' or 'max') of ``monitor``, or None."""
+        return tuple(self.monitor.split()) if self.monitor else None
 
     @property
     def run_dir(self) -> Path:
@@ -207,7 +223,7 @@ class TrainConfig:
 
     def _validate(self) -> None:
         for name, valid in CHOICES.items():
-            setattr(self, name, _one_of(name, getattr(self, name), valid))
+            setattr(self, name, one_of(name, getattr(self, name), valid))
         for name, low in AT_LEAST.items():
             _at_least(name, getattr(self, name), low)
         for name in POSITIVE:
@@ -233,7 +249,12 @@ class TrainConfig:
             if name in ("fid", "kid"):
                 raise ConfigError(f"metrics: {name} needs Inception-v3 weights and thousands of images; compute it "
                                   "after training with python -m medgan_fast.evaluate --inception FILE")
-            _one_of("metrics", name, TRAIN_METRICS)
+            one_of("metrics", name, TRAIN_METRICS)
+        words = self.monitor.split()
+        if words and (len(words) != 2 or words[1] not in ("min", "max") or not words[0].startswith("val_")):
+            raise ConfigError(f"monitor: expected '<validation metric> min' or '... max', e.g. 'val_dice max', "
+                              f"got {self.monitor!r}")
+        self.monitor = " ".join(words)
 
 
 def _metric_list(value: Any) -> Any:
@@ -244,7 +265,7 @@ def _metric_list(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         value = ",".join(str(item) for item in value)
     if not isinstance(value, str):
-        return value   # _coerce reports it
+        return value   # coerce reports it
     names: list[str] = []
     for item in value.split(","):
         name = item.strip().lower().replace("-", "_")
@@ -270,7 +291,11 @@ def describe_keys() -> list[str]:
     lines = []
     for field in dataclasses.fields(TrainConfig):
         name, default = field.name, field.default
-        if name in CHOICES:
+        if name == "options":
+            default = {}
+        if name == "arch":
+            valid = "one of " + ", ".join(arch_names())
+        elif name in CHOICES:
             valid = "one of " + ", ".join(map(str, CHOICES[name]))
         elif name in AT_LEAST:
             valid = f"integer >= {AT_LEAST[name]}"
@@ -278,76 +303,40 @@ def describe_keys() -> list[str]:
             valid = "> 0" + (" or null" if default is None else "")
         else:
             valid = VALUE_RANGES.get(name, "")
-        shown = {None: "null", "": "''", True: "true", False: "false"}.get(default, default) \
-            if isinstance(default, (str, bool, type(None))) else default
-        lines.append(f"{name}: {KEY_HELP[name]} (default {shown}{'; ' + valid if valid else ''})")
+        lines.append(f"{name}: {KEY_HELP[name]} (default {shown(default)}{'; ' + valid if valid else ''})")
     return lines
 
 
-def check_key(key: Any, source: str = "config") -> None:
-    """Raises ConfigError for a key TrainConfig does not have, naming the closest one."""
-    names = field_names()
+def describe_arch_keys() -> dict[str, list[str]]:
+    """Each architecture's own keys, described as :func:`describe_keys` does."""
+    return {arch: describe_options(schema) for arch, schema in ARCH_OPTIONS.items() if schema is not None}
+
+
+def arch_names() -> tuple[str, ...]:
+    return (*ARCH_OPTIONS, GENERATE_ARCH)
+
+
+def check_key(key: Any, source: str = "config", arch: str | None = None) -> None:
+    """Raises ConfigError for a key that neither TrainConfig nor `arch`'s options have, naming
+    the closest one."""
+    own = [field.name for field in dataclasses.fields(ARCH_OPTIONS.get(arch) or _NoOptions)]
+    names = [*field_names(), *own]
     if key in names:
         return
     close = difflib.get_close_matches(str(key), names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"{source}: unknown key {key!r}{hint} Valid keys: {', '.join(names)}")
+    arch_keys = f" (arch {arch}'s own: {', '.join(own)})" if own else ""
+    raise ConfigError(f"{source}: unknown key {key!r}{hint} Valid keys: {', '.join(field_names())}{arch_keys}")
 
 
-def _one_of(name: str, value: Any, valid: tuple) -> Any:
-    """`value` if valid, or the one valid name it matches but for case ("dcgan": "DCGAN")."""
-    if value in valid:
-        return value
-    if isinstance(value, str):
-        same = [v for v in valid if isinstance(v, str) and v.lower() == value.lower()]
-        if len(same) == 1:
-            return same[0]
-    lower = {str(v).lower(): str(v) for v in valid}
-    close = difflib.get_close_matches(str(value).lower(), list(lower), n=1)
-    hint = f"; did you mean {lower[close[0]]!r}?" if close and isinstance(value, str) else ""
-    raise ConfigError(f"{name}: expected one of {', '.join(map(str, valid))}, got {value!r}{hint}")
+@dataclass
+class _NoOptions:
+    pass
 
 
 def _at_least(name: str, value: int, low: int) -> None:
     if value < low:
         raise ConfigError(f"{name}: expected an integer >= {low}, got {value!r}")
-
-
-def _coerce(name: str, value: Any, kind: Any) -> Any:
-    """`value` as the field's type: ints from integral floats or digit strings, floats from ints
-    or strings such as "2e-4" (YAML 1.1 reads that as a string), strings from numbers."""
-    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
-    if value is None:
-        if type(None) in options:
-            return None
-        raise ConfigError(f"{name}: expected {_describe(options)}, got null")
-    for option in options:
-        if option is bool and isinstance(value, bool):
-            return value
-        if option is int and not isinstance(value, bool):
-            if isinstance(value, int):
-                return value
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-                return int(value)
-        if option is float and not isinstance(value, bool):
-            if isinstance(value, (int, float)):
-                return float(value)
-            if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
-    if str in options and not isinstance(value, bool):
-        if isinstance(value, (str, int, float, Path)):
-            return str(value)
-    raise ConfigError(f"{name}: expected {_describe(options)}, got {value!r}")
-
-
-def _describe(options: tuple) -> str:
-    words = {bool: "true/false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
-    return " or ".join(words.get(option, str(option)) for option in options)
 
 
 # ---------------------------------------------------------------------------------------
@@ -363,8 +352,8 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set num_epochs=5")
-        check_key(key, "--set")
-        options = typing.get_args(types[key]) or (types[key],)
+        kind = types.get(key, Any)   # an architecture's own key: read as YAML
+        options = typing.get_args(kind) or (kind,)
         if set(options) <= {str, type(None)} and text.strip().lower() not in ("null", "~", "none"):
             parsed[key] = text
         else:
@@ -388,15 +377,26 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path}: expected a mapping of key: value, got {type(values).__name__}")
-    for key in values:
-        check_key(key, f"--config {path}")
     return values
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """The resolved config: defaults, then the embedded sample's preset (when training on the
     sample), then the YAML file at `path`, then the ``key=value`` `overrides`."""
-    given = {**(read_yaml(path) if path is not None else {}), **parse_overrides(overrides)}
+    from_file = read_yaml(path) if path is not None else {}
+    from_set = parse_overrides(overrides)
+    given = {**from_file, **from_set}
+    arch = given.get("arch", TrainConfig.arch)
+    arch = next((name for name in arch_names() if str(arch).lower() == name.lower()), arch)
+    for keys, source in ((from_file, f"--config {path}"), (from_set, "--set")):
+        for key in keys:
+            check_key(key, source, arch)
+    # An architecture's own keys, set at the top level, go to options.
+    if not isinstance(given.get("options", {}), dict):
+        raise ConfigError(f"options: expected a mapping of key: value, got {given['options']!r}")
+    common = set(field_names())
+    given = {key: value for key, value in given.items() if key in common} | {
+        "options": {**given.get("options", {}), **{key: value for key, value in given.items() if key not in common}}}
     source = given.get("data") or given.get("path") or SAMPLE_DATA
     if source == SAMPLE_DATA and given.get("arch", "DCGAN") != GENERATE_ARCH:
         preset = dict(SAMPLE_PRESET)

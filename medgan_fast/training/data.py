@@ -24,7 +24,7 @@ from .. import console
 from ..data.datasets import HDF5_SUFFIXES, FolderDataset, ImageDataset, PatchSetDataset, SampleDataset
 from .config import TrainConfig
 
-__all__ = ["EpochSampler", "build_dataset", "build_loader"]
+__all__ = ["EpochSampler", "build_dataset", "build_loader", "build_validation_loader", "loader_workers"]
 
 
 def build_dataset(config: TrainConfig) -> ImageDataset:
@@ -74,12 +74,25 @@ def build_loader(dataset: ImageDataset, config: TrainConfig, num_replicas: int =
                  pin_memory: bool = False) -> tuple[DataLoader, EpochSampler, int]:
     """(loader, its sampler, steps per epoch) for one process of `num_replicas`."""
     sampler = EpochSampler(dataset, num_replicas, rank, config.seed)
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
+                        num_workers=loader_workers(config, say=rank == 0),
+                        pin_memory=pin_memory, drop_last=False, generator=torch.Generator().manual_seed(config.seed))
+    return loader, sampler, math.ceil(sampler.num_samples / config.batch_size)
+
+
+def build_validation_loader(dataset, config: TrainConfig, pin_memory: bool = False) -> DataLoader:
+    """The validation set in order, as the keys (0, index): the same batches every epoch and
+    in every process (each validates the whole set)."""
+    return DataLoader(dataset, batch_size=config.batch_size, sampler=[(0, index) for index in range(len(dataset))],
+                      num_workers=loader_workers(config, say=False), pin_memory=pin_memory, drop_last=False)
+
+
+def loader_workers(config: TrainConfig, say: bool = True) -> int:
+    """``loader_workers``, clamped to the machine's cores (with a note when `say`)."""
     workers = config.loader_workers
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if workers > cores:   # torch would warn (twice) and run them time-sliced; items do not depend on it
-        if rank == 0:
+        if say:
             console.note(f"loader_workers {workers}: this machine has {cores} cores; using {cores} workers")
         workers = cores
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
-                        pin_memory=pin_memory, drop_last=False, generator=torch.Generator().manual_seed(config.seed))
-    return loader, sampler, math.ceil(sampler.num_samples / config.batch_size)
+    return workers

@@ -37,12 +37,13 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def wrap(self, module: nn.Module) -> nn.Module:
-        """`module` as DistributedDataParallel in a group of several, else as it is."""
+    def wrap(self, module: nn.Module, **ddp_options: Any) -> nn.Module:
+        """`module` as DistributedDataParallel (with `ddp_options`) in a group of several, else
+        as it is."""
         if not self.enabled:
             return module
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=device_ids)
+        return DistributedDataParallel(module, device_ids=device_ids, **ddp_options)
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's `value` (any picklable object) on every rank."""

@@ -55,6 +55,11 @@ class GANTask(Task):
     """DCGAN (arch DCGAN) or SNGAN (arch SNGAN: spectral norm on D) with Adam(lr, (beta_adam,
     0.999)) for each network; learning rates from :meth:`TrainConfig.learning_rates`."""
 
+    resume_fixed = ("image_size", "latent_vector", "number_channels", "gen_feature_maps", "dis_feature_maps",
+                    "n_critic", "loss")
+    progress_metrics = ("loss_d", "loss_g")
+    sample_metrics = True
+
     def __init__(self, context: Context):
         super().__init__(context)
         config = self.config

@@ -16,23 +16,26 @@ from ..outputs import AtomicPath
 
 __all__ = ["MAX_FRAMES", "evenly_spaced", "gif_frame", "plot_losses", "plot_metrics", "save_evolution"]
 
-LOSS_KEYS = ("loss_d", "loss_g")
-LABELS = {"loss_d": "discriminator", "loss_g": "generator"}
+LOSS_KEYS = ("loss_d", "loss_g", "loss", "val_loss")
+LABELS = {"loss_d": "discriminator", "loss_g": "generator", "loss": "training", "val_loss": "validation"}
 
 
 def plot_losses(records: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Plots each loss_* series of the log `records` against step; writes a PNG atomically."""
+    """Plots each loss series of the log `records` (loss, loss_*, and the validation's
+    val_loss*) against step; writes a PNG atomically."""
     figure = Figure(figsize=(8, 4.5), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    keys = sorted({key for record in records for key in record if key.startswith("loss_")},
+    keys = sorted({key for record in records for key in record
+                   if key == "loss" or key.startswith(("loss_", "val_loss"))},
                   key=lambda key: (key not in LOSS_KEYS, key))
     for key in keys:
         points = [(record["step"], record[key]) for record in records
                   if isinstance(record.get(key), (int, float)) and "step" in record]
         if points:
             steps, values = zip(*points)
-            axes.plot(steps, values, label=LABELS.get(key, key), linewidth=1)
+            axes.plot(steps, values, label=LABELS.get(key, key), linewidth=1,
+                      marker="o" if key.startswith("val_") else None)   # one point an epoch
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
     if title:

@@ -16,7 +16,8 @@ from PIL import Image
 from medgan_fast.data.datasets import SampleDataset
 from medgan_fast.metrics.comparison import TRAIN_DEFAULT_METRICS
 from medgan_fast.training.config import ConfigError, TrainConfig, load_config
-from medgan_fast.training.loop import fixed_real_images, train
+from medgan_fast.training.loop import train
+from medgan_fast.training.run_files import fixed_real_images
 from medgan_fast.training.plots import plot_metrics
 from medgan_fast.training.telemetry import read_log
 
@@ -77,11 +78,11 @@ def test_metrics_too_small_for_the_images_are_skipped_once(tmp_path, capsys):
 
 
 def test_metrics_do_not_touch_the_rng_streams(tmp_path):
-    from medgan_fast.training.loop import _RunWriter
+    from medgan_fast.training.run_files import RunWriter
 
     config = tiny_config(tmp_path, metrics="ssim,swd,ms_ssim_diversity")
     (tmp_path / "tiny").mkdir()
-    writer = _RunWriter(config, task=None)
+    writer = RunWriter(config, task=None)
     writer.start(0, [], None)
     dataset = SampleDataset(64, 3, crops=8)
     images = torch.rand(4, 3, 64, 64) * 2 - 1
