@@ -55,10 +55,7 @@ def main(command: str, build_parser: Callable[[], argparse.ArgumentParser], run:
     """Parses argv (default sys.argv[1:]), runs the job, prints its summary, exits."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    common = parser.add_argument_group("every command")
-    common.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bars (they are drawn only on a terminal anyway)")
-    common.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+    _add_common_arguments(parser)
     args = parser.parse_args(argv)   # usage errors: argparse's message, exit 2
     args.argv = argv
     console._begin(command)
@@ -92,6 +89,20 @@ def main(command: str, build_parser: Callable[[], argparse.ArgumentParser], run:
     if summary is not None:
         print(summary)
     sys.exit(0)
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser, default=None) -> None:
+    """--no-progress and --debug on `parser` and on each of its subcommands (segment train ...),
+    whose copies leave a value given before the subcommand as it is."""
+    common = parser.add_argument_group("every command")
+    keep = {} if default is None else {"default": default}
+    common.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bars (they are drawn only on a terminal anyway)", **keep)
+    common.add_argument("--debug", action="store_true", help="on an error, show the full traceback", **keep)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                _add_common_arguments(subparser, default=argparse.SUPPRESS)
 
 
 def _exit(code: int) -> NoReturn:

@@ -44,7 +44,7 @@ import torch
 
 from .. import console
 from ..errors import Interrupted
-from . import gan  # noqa: F401  (registers DCGAN and SNGAN)
+from . import gan, segmentation  # noqa: F401  (register DCGAN, SNGAN and UNet)
 from .checkpoint import get_rng_state, prune_checkpoints, save_checkpoint, step_checkpoint_name
 from .config import ConfigError, TrainConfig
 from .data import build_loader, build_validation_loader
@@ -181,6 +181,8 @@ class _Run:
                                   build_validation_loader(self.validation_set, config, pin_memory=pin_memory))
         self.task = task_class(Context(config, dist))
         _check_monitor(config, self.task, self.validation_set is not None)
+        default = self.task.default_monitor.split() if self.validation_set is not None else None
+        self.monitored = config.monitored or (tuple(default) if default else None)
         self.position = _Position(0, steps_per_epoch)
         self.resumed_from = None
         self.best: dict[str, Any] | None = None
@@ -204,7 +206,8 @@ class _Run:
                  + (", bf16 autocast" if self.task.context.amp else "")]
         if self.validation_set is not None:
             notes.append(f"validation: {self.validation_set!r}, after every epoch"
-                         + (f"; checkpoints/best.pt keeps the best {config.monitor}" if config.monitor else ""))
+                         + (f"; checkpoints/best.pt keeps the best {' '.join(self.monitored)}"
+                               if self.monitored else ""))
         if config.n_gpu >= 1 and dist.device.type == "cpu":
             notes.append(f"n_gpu {config.n_gpu}: no CUDA GPU here, so training runs on the CPU (n_gpu: 0 asks for it)")
         if config.amp and dist.device.type != "cuda":
@@ -271,9 +274,9 @@ class _Run:
         if self.writer is not None:
             self.writer.log({"step": self.position.step, "epoch": epoch + 1, "event": "validation",
                              **self.validation})
-        if self.config.monitored is None:
+        if self.monitored is None:
             return False
-        name, mode = self.config.monitored
+        name, mode = self.monitored
         value = self.validation[name]
         if self.best is not None and not (value < self.best["value"] if mode == "min" else value > self.best["value"]):
             return False

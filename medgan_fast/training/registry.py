@@ -155,6 +155,7 @@ class Task:
     progress_metrics: tuple[str, ...] = ()    # train_step metrics shown on the progress bar
     validation_metrics: tuple[str, ...] = ()  # what validate() returns (``monitor`` may name one)
     sample_metrics: bool = False              # score sample() against real training images (GANs)
+    default_monitor: str = ""                 # best.pt's metric when the config sets no monitor
 
     def __init__(self, context: Context):
         self.context = context
