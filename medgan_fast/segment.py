@@ -14,6 +14,7 @@ from pathlib import Path
 from . import cli
 from .jobs.segmentation import PredictConfig, ScoreConfig, evaluate_segmentation, predict_masks
 from .training import load_config, train
+from .training.config import read_yaml
 from .training.segmentation import LOSSES
 
 PROG = "python -m medgan_fast.segment"
@@ -28,7 +29,8 @@ examples:
       --image-size 128 --epochs 60 --run unet_emps
   {PROG} evaluate --checkpoint runs/unet_emps/checkpoints/best.pt --images {EMPS}/images \\
       --masks {EMPS}/segmaps --split {EMPS}/test.csv --out emps_test.json
-  {PROG} predict --checkpoint runs/unet_emps/checkpoints/best.pt --images {EMPS}/images --out emps_masks/
+  {PROG} predict --checkpoint runs/unet_emps/checkpoints/best.pt --images {EMPS}/images \\
+      --split {EMPS}/test.csv --out emps_test_masks/
 
 train writes <out>/<run>/: config.yaml, log.jsonl, loss.png (training and validation),
 samples/validation_epoch_NNNN.png (9 validation images, predicted mask red, true contour
@@ -48,22 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--images", type=Path, help="image folder (PNG, TIFF 8/16-bit, NPY); default: the sample")
     fit.add_argument("--masks", type=Path, help="mask folder, paired with the images by file stem")
     fit.add_argument("--split", type=Path, help="CSV of the image ids to train on (e.g. EMPS's train.csv)")
-    fit.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
+    fit.add_argument("--val-fraction", type=float, metavar="F",
                      help="fraction of the training images held out for validation (default 0.1)")
-    fit.add_argument("--image-size", type=int, default=128, help="images are resized to it (default 128)")
-    fit.add_argument("--epochs", type=int, default=30, help="default 30")
-    fit.add_argument("--batch-size", type=int, default=8, help="default 8")
-    fit.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
-    fit.add_argument("--loss", choices=LOSSES, default="bce+dice", help="default bce+dice")
-    fit.add_argument("--augment", choices=("none", "classical"), default="classical",
+    fit.add_argument("--image-size", type=int, help="images are resized to it (default 128)")
+    fit.add_argument("--epochs", type=int, help="default 30")
+    fit.add_argument("--batch-size", type=int, help="default 8")
+    fit.add_argument("--lr", type=float, help="Adam learning rate (default 0.001)")
+    fit.add_argument("--loss", choices=LOSSES, help="default bce+dice")
+    fit.add_argument("--augment", choices=("none", "classical"),
                      help="classical: flips, 90-degree turns, elastic deformation (default)")
-    fit.add_argument("--extra", type=Path, nargs="+", default=[], metavar="FILE.h5",
+    fit.add_argument("--extra", type=Path, nargs="+", metavar="FILE.h5",
                      help="(image, mask) patch sets mixed into training only")
-    fit.add_argument("--num-classes", type=int, default=1, help="1: binary (default); >= 2: class maps")
-    fit.add_argument("--monitor", default="val_dice max", help="best.pt's metric (default 'val_dice max')")
-    fit.add_argument("--out", default="runs", help="runs go to OUT/RUN/ (default runs)")
+    fit.add_argument("--num-classes", type=int, help="1: binary (default); >= 2: class maps")
+    fit.add_argument("--monitor", help="best.pt's metric (default 'val_dice max')")
+    fit.add_argument("--out", help="runs go to OUT/RUN/ (default runs)")
     fit.add_argument("--run", help="run name (default unet_sample, or unet<image size>)")
-    fit.add_argument("--config", type=Path, help="a train YAML file; the options above override it")
+    fit.add_argument("--config", type=Path,
+                     help="a train YAML file with arch UNet (configs/segment_emps.yaml); options given here override "
+                          "it, the defaults above do not")
     fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any train key")
 
     score = commands.add_parser("evaluate", help="IoU, Dice and accuracy of a checkpoint on a test set",
@@ -83,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     masks.add_argument("--checkpoint", type=Path, required=True)
     masks.add_argument("--images", type=Path, required=True)
+    masks.add_argument("--split", type=Path, help="only the image ids of this CSV (e.g. EMPS's test.csv)")
     masks.add_argument("--out", type=Path, required=True, help="folder for the mask PNGs (0/255, or class ids)")
     masks.add_argument("--threshold", type=float, default=0.5, help="foreground: probability > it (default 0.5)")
     masks.add_argument("--tile", type=int, help="segment at the image's own resolution in tiles of this side")
@@ -92,29 +97,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# segment train's options and the train keys they set; the defaults apply without --config.
+TRAIN_KEYS = {"images": "data", "masks": "masks", "split": "split", "val_fraction": "val_fraction",
+              "image_size": "image_size", "epochs": "num_epochs", "batch_size": "batch_size", "lr": "learning_rate",
+              "loss": "segmentation_loss", "augment": "augment", "extra": "extra", "num_classes": "num_classes",
+              "monitor": "monitor", "out": "out", "run": "run"}
+TRAIN_DEFAULTS = {"val_fraction": 0.1, "image_size": 128, "epochs": 30, "batch_size": 8, "lr": 1e-3,
+                  "loss": "bce+dice", "augment": "classical", "num_classes": 1, "monitor": "val_dice max",
+                  "out": "runs", "loader_workers": 0}
+
+
 def train_overrides(args: argparse.Namespace) -> list[str]:
-    """The train --set overrides that `segment train` arguments mean."""
-    sample = args.images is None
-    if sample and (args.masks or args.split):
-        raise cli.UsageError("--masks and --split need --images (without it the embedded sample is used)")
-    if not sample and args.masks is None:
-        raise cli.UsageError("--masks DIR is required with --images: the masks, paired with the images by file stem")
-    run = args.run or ("unet_sample" if sample else f"unet{args.image_size}")
-    settings = {"arch": "UNet", "data": "sample" if sample else str(args.images), "masks": args.masks or "",
-                "split": args.split or "", "val_fraction": args.val_fraction, "image_size": args.image_size,
-                "num_epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
-                "segmentation_loss": args.loss, "augment": args.augment, "num_classes": args.num_classes,
-                "extra": ",".join(map(str, args.extra)), "monitor": args.monitor, "out": args.out, "run": run,
-                "number_channels": 3 if sample else 1, "loader_workers": 0, "metrics": ""}
-    if sample:
-        settings.update(sample_every=5, checkpoint_every=0, log_every=2)
-    return [f"{key}={value}" for key, value in settings.items() if value != ""] + list(args.set)
+    """The train --set overrides that `segment train` arguments mean: those given, and
+    without --config the defaults (the embedded sample without --images)."""
+    given = {dest: getattr(args, dest) for dest in TRAIN_KEYS if getattr(args, dest) not in (None, [])}
+    settings = {"arch": "UNet"}
+    if args.config is None:
+        if "images" not in given and ("masks" in given or "split" in given):
+            raise cli.UsageError("--masks and --split need --images (without it the embedded sample is used)")
+        if "images" in given and "masks" not in given:
+            raise cli.UsageError("--masks DIR is required with --images: the masks, paired with the images by file "
+                                 "stem")
+        sample = "images" not in given
+        given = {**TRAIN_DEFAULTS, **given}
+        given.setdefault("run", "unet_sample" if sample else f"unet{given['image_size']}")
+        settings.update(data="sample" if sample else None, number_channels=3 if sample else 1,
+                        loader_workers=given.pop("loader_workers"))
+        if sample:
+            settings.update(sample_every=5, checkpoint_every=0, log_every=2)
+    for dest, value in given.items():
+        settings[TRAIN_KEYS[dest]] = ",".join(map(str, value)) if isinstance(value, list) else value
+    return [f"{key}={value}" for key, value in settings.items() if value is not None] + list(args.set)
 
 
 def run(args: argparse.Namespace) -> str:
     if args.action is None:
         raise cli.UsageError("give an action: train, evaluate or predict (e.g. python -m medgan_fast.segment train)")
     if args.action == "train":
+        if args.config is not None:
+            arch = read_yaml(args.config).get("arch", "UNet")
+            if str(arch).lower() != "unet":
+                raise cli.UsageError(f"--config {args.config}: arch {arch}; segment train trains arch UNet (use "
+                                     "python -m medgan_fast.train for other architectures)")
         config = load_config(args.config, [*train_overrides(args), f"progress={args.progress}"])
         return str(train(config))
     if args.action == "evaluate":
@@ -122,7 +146,7 @@ def run(args: argparse.Namespace) -> str:
             checkpoint=args.checkpoint, images=args.images, masks=args.masks, split=args.split, out=args.out,
             threshold=args.threshold, ignore_empty=args.ignore_empty, device=args.device, progress=args.progress,
             overwrite=args.overwrite, command=f"{PROG} {shlex.join(args.argv)}")))
-    return predict_masks(PredictConfig(checkpoint=args.checkpoint, images=args.images, out=args.out,
+    return predict_masks(PredictConfig(checkpoint=args.checkpoint, images=args.images, out=args.out, split=args.split,
                                        threshold=args.threshold, tile=args.tile, overlap=args.overlap,
                                        device=args.device, progress=args.progress, overwrite=args.overwrite))
 

@@ -1,7 +1,7 @@
 """The README's command examples run as written, in order, in a fresh folder beside
 ../shared (as a checkout has it), so they cannot drift from the commands.
 
-Training examples get README_SHRINK appended (the README states it): the same runs, one
+Training examples (train, segment train) get README_SHRINK appended (the README states it): the same runs, one
 epoch on a few images of smaller models. Setup lines (venv, pip, pytest) are not commands of
 ours and are left to CI, which runs them in a fresh clone.
 """
@@ -46,7 +46,7 @@ def argv(command: str) -> list[str]:
         words = [sys.executable, "-m", "torch.distributed.run", *words[1:]]
     else:
         words = [sys.executable, *words[1:]]
-    if module == "medgan_fast.train":
+    if module == "medgan_fast.train" or (module == "medgan_fast.segment" and words[words.index("-m") + 2] == "train"):
         words += shlex.split(README_SHRINK)
     return words
 

@@ -48,7 +48,7 @@ from .patchset import FORMAT_VERSION
 
 __all__ = [
     "AUGMENTATIONS", "PatchPairDataset", "SegmentationDataset", "augment_pair", "prepare_image", "prepare_mask",
-    "segmentation_pairs", "validation_split",
+    "segmentation_pairs", "split_ids", "validation_split",
 ]
 
 AUGMENTATIONS = ("none", "classical")
@@ -99,6 +99,22 @@ def segmentation_pairs(images: str | Path, masks: str | Path,
         raise DataError(f"--split {split}: {len(missing_ids)} of {len(ids)} image ids have no image in {images} or no "
                         f"mask in {masks}; the first, {stem!r}, has no {what} in {folder}")
     return [(image_files[stem], mask_files[stem]) for stem in ids]
+
+
+def split_ids(split: str | Path, image_files: dict[str, Path], images: str | Path) -> list[str]:
+    """The image ids of a split file (as :func:`segmentation_pairs` reads it) that name
+    images of `image_files` (the folder `images`, by stem), in the file's order.
+
+    Raises:
+        DataError: the file is missing or names no id, or ids with no image (counted).
+    """
+    split = Path(split)
+    ids = _read_split(split, image_files)
+    missing = [stem for stem in ids if stem not in image_files]
+    if missing:
+        raise DataError(f"--split {split}: {len(missing)} of {len(ids)} image ids have no image in {images}; the "
+                        f"first is {missing[0]!r}")
+    return ids
 
 
 def _read_split(split: Path, image_files: dict[str, Path]) -> list[str]:

@@ -34,7 +34,7 @@ from .. import console
 from .._version import __version__
 from ..data.datasets import to_unit_float
 from ..data.images import list_images, read_image
-from ..data.segmentation import SegmentationDataset, segmentation_pairs
+from ..data.segmentation import SegmentationDataset, segmentation_pairs, split_ids
 from ..data.tiles import predict_tiled
 from ..errors import Interrupted
 from ..metrics.segmentation import dice, iou, pixel_accuracy
@@ -194,6 +194,7 @@ class PredictConfig:
     checkpoint: Path
     images: Path
     out: Path
+    split: Path | None = None          # only the image ids of this CSV
     threshold: float = 0.5
     tile: int | None = None
     overlap: int = 32
@@ -204,13 +205,15 @@ class PredictConfig:
 
 
 def predict_masks(config: PredictConfig) -> str:
-    """Writes a mask PNG per image of ``config.images`` into ``config.out`` (see the module
-    docstring); returns a summary line."""
+    """Writes a mask PNG per image of ``config.images`` (those of ``split``, when given) into
+    ``config.out`` (see the module docstring); returns a summary line."""
     started = time.perf_counter()
     device = resolve_device(config.device, "--device", ConfigError)
     check_output_folder(config.out, "--out", overwrite=config.overwrite)
     model, trained, _ = load_segmenter(config.checkpoint, device)
     files = list_images(config.images, "--images")
+    if config.split is not None:
+        files = {stem: files[stem] for stem in split_ids(config.split, files, config.images)}
     config.out.mkdir(parents=True, exist_ok=True)
     if config.overwrite:
         clear_png_folder(config.out)

@@ -96,6 +96,10 @@ def test_evaluate_and_predict_read_the_checkpoint(disks, tmp_path):
         assert len(written) == 12
         mask = np.asarray(Image.open(written[0]))
         assert mask.shape == (80, 96) and set(np.unique(mask)) <= {0, 255}
+    only = tmp_path / "test_masks"
+    predict_masks(PredictConfig(checkpoint, disks / "images", only, split=disks / "test.csv", progress=False,
+                                device="cpu"))
+    assert sorted(path.stem for path in only.iterdir()) == ["08", "09", "10", "11"]
 
 
 def test_a_checkpoint_of_another_architecture_is_refused(trained_checkpoint, disks, tmp_path):
@@ -115,3 +119,19 @@ def test_segment_command_trains_on_the_sample_and_errors_are_one_line(tmp_path):
                          "--images", str(REPO), "--masks", str(REPO), cwd=tmp_path)
     assert missing.returncode == cli.EXIT_ERROR and "nope.pt: no such file" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_segment_train_options_override_a_config_file_only_when_given():
+    from medgan_fast import segment
+
+    parser = segment.build_parser()
+    with_file = segment.train_overrides(parser.parse_args(["train", "--config", "configs/segment_emps.yaml",
+                                                            "--epochs", "2"]))
+    assert with_file == ["arch=UNet", "num_epochs=2"]
+    config = load_config(REPO / "configs" / "segment_emps.yaml", with_file)
+    assert config.num_epochs == 2 and config.image_size == 128 and config.options["split"].endswith("train.csv")
+    alone = segment.train_overrides(parser.parse_args(["train", "--images", "i", "--masks", "m", "--extra", "a.h5",
+                                                       "b.h5"]))
+    assert {"data=i", "masks=m", "extra=a.h5,b.h5", "num_epochs=30", "run=unet128"} <= set(alone)
+    with pytest.raises(cli.UsageError, match="--masks DIR is required"):
+        segment.train_overrides(parser.parse_args(["train", "--images", "i"]))
