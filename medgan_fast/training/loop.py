@@ -242,6 +242,7 @@ class _Run:
         checkpoint (and best.pt when the monitored metric improved)."""
         config = self.config
         improved = self.validate(epoch)
+        self.write_validation(epoch)
         self.task.on_epoch_end(epoch)
         if self.writer is not None:
             if (epoch + 1) % config.sample_every == 0 or epoch + 1 == config.num_epochs:
@@ -282,6 +283,12 @@ class _Run:
             return False
         self.best = {"metric": name, "mode": mode, "value": value, "epoch": epoch + 1, "step": self.position.step}
         return True
+
+    def write_validation(self, epoch: int) -> None:
+        """metrics.json: the last validation metrics and the best epoch (rank 0)."""
+        if self.writer is not None and self.validation:
+            self.writer.write_metrics({"epoch": epoch + 1, "step": self.position.step, "validation": self.validation,
+                                       "best": self.best})
 
     def log(self, bar) -> None:
         """A log.jsonl record: the metrics (mean over processes), learning rates, speed, GPU."""

@@ -112,6 +112,10 @@ class RunWriter:
                     "directions": {name: direction(name) for name in names}, "seconds": round(seconds, 3)},
                    self.run_dir / "metrics.json")
 
+    def write_metrics(self, record: dict[str, Any]) -> None:
+        """metrics.json: `record` (an architecture's validation) with the run's name."""
+        write_json({"package_version": __version__, "run": self.config.run, **record}, self.run_dir / "metrics.json")
+
     def _note(self, key: str, message: str) -> None:
         if key not in self._reported:
             self._reported.add(key)

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from medgan_fast import cli
+from medgan_fast.errors import DataError
 from medgan_fast.jobs.segmentation import PredictConfig, ScoreConfig, evaluate_segmentation, predict_masks
 from medgan_fast.training import CheckpointError, load_config, train
 from medgan_fast.training.checkpoint import load_checkpoint
@@ -70,7 +71,9 @@ def test_training_writes_the_run_and_resumes_exactly(disks, tmp_path):
     validation = [r for r in records if r.get("event") == "validation"]
     assert len(validation) == 3 and set(validation[0]) >= {"val_loss", "val_dice", "val_iou", "val_accuracy"}
     assert summary.best["metric"] == "val_dice" and summary.best["value"] == max(r["val_dice"] for r in validation)
-    assert "6 images" in summary.data or "6 " in summary.data   # 8 split ids, 2 held out
+    assert "6 images" in summary.data   # 8 split ids, 2 held out
+    latest = json.loads((run / "metrics.json").read_text())
+    assert latest["validation"]["val_dice"] == validation[-1]["val_dice"] and latest["best"] == summary.best
     train(_config(disks, tmp_path / "b", "num_epochs=2", "monitor=val_dice max"))
     resumed = train(_config(disks, tmp_path / "b", "num_epochs=3", "monitor=val_dice max", "resume=true"))
     a, b = (load_checkpoint(s.run_dir / "checkpoints" / "last.pt") for s in (summary, resumed))
@@ -135,3 +138,11 @@ def test_segment_train_options_override_a_config_file_only_when_given():
     assert {"data=i", "masks=m", "extra=a.h5,b.h5", "num_epochs=30", "run=unet128"} <= set(alone)
     with pytest.raises(cli.UsageError, match="--masks DIR is required"):
         segment.train_overrides(parser.parse_args(["train", "--images", "i"]))
+
+
+def test_class_maps_train_with_num_classes(disks, tmp_path):
+    # The instance ids 1..3 of the disks read as classes 1..3 beside the background 0.
+    summary = train(_config(disks, tmp_path, "num_classes=4", "segmentation_loss=bce+dice"))
+    assert 0 <= summary.validation["val_dice"] <= 1
+    with pytest.raises(DataError, match=r"mask value 3 is not a class id for num_classes 3"):
+        train(_config(disks, tmp_path, "num_classes=3", "run=three"))
