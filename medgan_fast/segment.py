@@ -26,7 +26,7 @@ examples:
       a U-Net on the embedded sample (16 tiles of scikit-image's immunohistochemistry image and
       a nuclei mask made from its stain), about a minute on a 2-core CPU; writes runs/unet_sample/
   {PROG} train --images {EMPS}/images --masks {EMPS}/segmaps --split {EMPS}/train.csv \\
-      --image-size 128 --epochs 60 --run unet_emps
+      --image-size 128 --epochs 30 --run unet_emps
   {PROG} evaluate --checkpoint runs/unet_emps/checkpoints/best.pt --images {EMPS}/images \\
       --masks {EMPS}/segmaps --split {EMPS}/test.csv --out emps_test.json
   {PROG} predict --checkpoint runs/unet_emps/checkpoints/best.pt --images {EMPS}/images \\
