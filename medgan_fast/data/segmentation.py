@@ -48,7 +48,7 @@ from .patchset import FORMAT_VERSION
 
 __all__ = [
     "AUGMENTATIONS", "PatchPairDataset", "SegmentationDataset", "augment_pair", "prepare_image", "prepare_mask",
-    "segmentation_pairs", "split_ids", "validation_split",
+    "segmentation_pairs", "split_ids", "unit_image", "validation_split",
 ]
 
 AUGMENTATIONS = ("none", "classical")
@@ -182,12 +182,19 @@ def validation_split(pairs: Sequence, fraction: float, seed: int = 0) -> tuple[l
 # ---------------------------------------------------------------------------------------
 # One image and one mask
 
-def prepare_image(image: np.ndarray, image_size: int, channels: int) -> torch.Tensor:
-    """A (C, H, W) image as read (:func:`medgan_fast.data.images.read_image`: uint8, uint16
-    or float; C 1 or 3) -> (channels, S, S) float32 in [-1, 1] (see the module docstring)."""
+def unit_image(image: np.ndarray, channels: int) -> torch.Tensor:
+    """A (C, H, W) image as read -> (channels, H, W) float32 in [0, 1], at its own size
+    (grey from RGB by the channel mean, RGB from grey by repetition)."""
     tensor = to_unit_float(image)
     if tensor.shape[0] != channels:
         tensor = tensor.mean(0, keepdim=True) if channels == 1 else tensor.expand(3, -1, -1)
+    return tensor
+
+
+def prepare_image(image: np.ndarray, image_size: int, channels: int) -> torch.Tensor:
+    """A (C, H, W) image as read (:func:`medgan_fast.data.images.read_image`: uint8, uint16
+    or float; C 1 or 3) -> (channels, S, S) float32 in [-1, 1] (see the module docstring)."""
+    tensor = unit_image(image, channels)
     _, h, w = tensor.shape
     if (h, w) != (image_size, image_size):
         tensor = F.interpolate(tensor[None], size=(image_size, image_size), mode="bilinear", align_corners=False,

@@ -32,9 +32,8 @@ from PIL import Image
 
 from .. import console
 from .._version import __version__
-from ..data.datasets import to_unit_float
 from ..data.images import list_images, read_image
-from ..data.segmentation import SegmentationDataset, segmentation_pairs, split_ids
+from ..data.segmentation import SegmentationDataset, prepare_image, segmentation_pairs, split_ids, unit_image
 from ..data.tiles import predict_tiled
 from ..errors import Interrupted
 from ..metrics.segmentation import dice, iou, pixel_accuracy
@@ -222,8 +221,7 @@ def predict_masks(config: PredictConfig) -> str:
     try:
         for stem, path in console.progress(list(files.items()), config.progress, desc="segment", unit="image"):
             console.check_interrupt()
-            image = _model_input(read_image(path), trained.number_channels, path).to(device)
-            logits = _logits(model, image, trained.image_size, config)
+            logits = _logits(model, read_image(path), trained, config, device)
             if logits.shape[0] == 1:
                 mask = (torch.sigmoid(logits[0]) > config.threshold).to(torch.uint8) * 255
             else:
@@ -238,20 +236,15 @@ def predict_masks(config: PredictConfig) -> str:
     return f"wrote {written} masks ({how}) to {config.out}\nin {time.perf_counter() - started:.1f} s"
 
 
-def _model_input(stored: np.ndarray, channels: int, path: Path) -> torch.Tensor:
-    image = to_unit_float(stored)
-    if image.shape[0] != channels:
-        image = image.mean(0, keepdim=True) if channels == 1 else image.expand(3, -1, -1)
-    return image.mul(2).sub(1)
-
-
 @torch.no_grad()
-def _logits(model: UNet, image: torch.Tensor, size: int, config: PredictConfig) -> torch.Tensor:
-    """(K, H, W) logits of a (C, H, W) image in [-1, 1]."""
-    height, width = image.shape[1:]
+def _logits(model: UNet, stored: np.ndarray, trained: TrainConfig, config: PredictConfig,
+            device: torch.device) -> torch.Tensor:
+    """(K, H, W) logits of an image as read: in tiles at its own size, or resized to the
+    training size exactly as training read images (prepare_image) and resized back."""
+    height, width = stored.shape[-2:]
     if config.tile:
+        image = unit_image(stored, trained.number_channels).mul(2).sub(1).to(device)
         return predict_tiled(model, image, config.tile, config.overlap, multiple=model.multiple,
                              batch_size=config.batch_size)
-    small = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False,
-                          antialias=min(height, width) > size)
-    return F.interpolate(model(small).float(), size=(height, width), mode="bilinear", align_corners=False)[0]
+    small = prepare_image(stored, trained.image_size, trained.number_channels).to(device)
+    return F.interpolate(model(small[None]).float(), size=(height, width), mode="bilinear", align_corners=False)[0]
