@@ -73,16 +73,20 @@ def main(command: str, build_parser: Callable[[], argparse.ArgumentParser], run:
         print(f"{command}: error: {error}", file=sys.stderr)
         _exit(EXIT_USAGE)
     except KeyboardInterrupt as interrupt:
-        if args.debug:
-            traceback.print_exc()
-        detail = str(interrupt) if isinstance(interrupt, Interrupted) else ""
-        print(f"{command}: interrupted" + (f"; {detail}" if detail else ""), file=sys.stderr)
-        _exit(EXIT_INTERRUPTED)
+        _report_interrupt(command, interrupt, args.debug)
     except MedganFastError as error:
+        if console.interrupted():
+            _report_interrupt(command, error, args.debug)
         if args.debug:
             traceback.print_exc()
         print(f"{command}: error: {one_line(error)}", file=sys.stderr)
         _exit(EXIT_ERROR)
+    except Exception as error:
+        # A Ctrl-C that lands inside an extension (matplotlib's pybind11 layer, h5py) can
+        # come out as some other error; after a Ctrl-C it is the interrupt, not a bug.
+        if console.interrupted():
+            _report_interrupt(command, error, args.debug)
+        raise
     finally:
         console._end()
         signal.signal(signal.SIGINT, previous_handler)
@@ -103,6 +107,14 @@ def _add_common_arguments(parser: argparse.ArgumentParser, default=None) -> None
         if isinstance(action, argparse._SubParsersAction):
             for subparser in action.choices.values():
                 _add_common_arguments(subparser, default=argparse.SUPPRESS)
+
+
+def _report_interrupt(command: str, error: BaseException, debug: bool) -> NoReturn:
+    if debug:
+        traceback.print_exc()
+    detail = str(error) if isinstance(error, Interrupted) else ""
+    print(f"{command}: interrupted" + (f"; {detail}" if detail else ""), file=sys.stderr)
+    _exit(EXIT_INTERRUPTED)
 
 
 def _exit(code: int) -> NoReturn:

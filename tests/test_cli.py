@@ -95,6 +95,22 @@ def test_a_swallowed_ctrl_c_still_stops_the_command(capsys):
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def _job_whose_ctrl_c_comes_out_as_another_error(args):
+    try:
+        signal.raise_signal(signal.SIGINT)
+    except KeyboardInterrupt as interrupt:   # as matplotlib's pybind11 layer does mid-draw
+        raise ValueError("Invalid bounding box") from interrupt
+
+
+def test_a_ctrl_c_turned_into_another_error_by_an_extension_is_still_an_interrupt(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main("demo", lambda: __import__("argparse").ArgumentParser(),
+                 _job_whose_ctrl_c_comes_out_as_another_error, [])
+    assert stopped.value.code == cli.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert "demo: interrupted" in err and "Invalid bounding box" not in err
+
+
 def test_a_worker_error_is_one_line():
     wrapped = ValueError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
                          "last):\n  File \"x.py\", line 1, in f\nmedgan_fast.data.images.DataError: bad.png: "

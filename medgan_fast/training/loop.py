@@ -160,8 +160,9 @@ def _train(config: TrainConfig, dist: Distributed) -> RunSummary:
         return run.finish()
     except BaseException as error:
         left = after_a_failed_run(config, dist, resuming=checkpoint is not None)
-        if isinstance(error, KeyboardInterrupt):
-            raise Interrupted(left)
+        # A Ctrl-C inside C++ code (matplotlib's pybind11 layer) can come out as another error.
+        if isinstance(error, KeyboardInterrupt) or console.interrupted():
+            raise Interrupted(left) from error
         raise
 
 
