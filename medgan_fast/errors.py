@@ -5,7 +5,7 @@ user catches it as ValueError. DataError, ConfigError, CheckpointError and Outpu
 its kinds.
 """
 
-__all__ = ["DataError", "Interrupted", "MedganFastError", "OutputError"]
+__all__ = ["DataError", "Interrupted", "MedganFastError", "OutputError", "check_integer"]
 
 
 class MedganFastError(ValueError):
@@ -23,3 +23,9 @@ class OutputError(MedganFastError):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, with what the job left behind and how to continue (the command prints it)."""
+
+
+def check_integer(name: str, value, low: int = 1, error: type[Exception] = ValueError) -> None:
+    """Raises `error` naming `name` unless `value` is an int (not a bool) >= `low`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise error(f"{name}: expected an integer >= {low}, got {value!r}")

@@ -15,6 +15,7 @@ from . import cli
 from .training.config import SAMPLE_PRESET, describe_arch_keys, describe_keys, load_config
 from .jobs.generation import GenerateConfig, generate
 from .training.loop import train
+from .training.registry import ARCHITECTURES
 
 PROG = "python -m medgan_fast.train"
 
@@ -58,7 +59,8 @@ keys (--config FILE.yaml or --set key=value; values read as YAML: true, 0.9, nul
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train a DCGAN or SNGAN on an image folder, an HDF5 patch set or the embedded sample, with "
+        description="Train a DCGAN or SNGAN (or a U-Net, or a mask -> image GAN: arch UNet, Mask2Image) on an "
+                    "image folder, an HDF5 patch set or the embedded sample, with "
                     "checkpoints, exact resume, sample grids and logs. With no arguments, trains on the "
                     "embedded sample.")
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of key: value settings (our users' "
@@ -78,6 +80,8 @@ def run(args: argparse.Namespace) -> str | None:
     summary = train(config)
     if summary.rank != 0:   # the other processes of a torchrun group stay quiet
         return None
+    if ARCHITECTURES[config.arch].generator is None:   # UNet, Mask2Image: generate does not take them
+        return str(summary)
     return (f"{summary}\nnext: python -m medgan_fast.generate --checkpoint {summary.checkpoint} --quantity 64 "
             "--out generated")
 

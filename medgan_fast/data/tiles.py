@@ -29,17 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import check_integer
+
 __all__ = ["predict_tiled", "tile_origins"]
 
 
-def _check(name: str, value: int, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-
-
 def _check_tile(tile: int, overlap: int) -> None:
-    _check("tile", tile, 1)
-    _check("overlap", overlap, 0)
+    check_integer("tile", tile, 1)
+    check_integer("overlap", overlap, 0)
     if overlap >= tile:
         raise ValueError(f"overlap: must be smaller than tile ({tile}), got {overlap}")
 
@@ -48,7 +45,7 @@ def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of the tiles along one axis of ``length`` pixels: every ``tile -
     overlap`` pixels, the last one at ``length - tile`` so no tile leaves the image. A length
     of at most one tile gives ``[0]`` (the caller pads up to the tile)."""
-    _check("length", length, 1)
+    check_integer("length", length, 1)
     _check_tile(tile, overlap)
     if length <= tile:
         return [0]
@@ -96,8 +93,8 @@ def predict_tiled(predict: Callable[[Tensor], Tensor], image: Tensor, tile: int,
     if not isinstance(image, Tensor) or image.ndim != 3:
         raise ValueError(f"image: expected a (C, H, W) tensor, got {getattr(image, 'shape', type(image))}")
     _check_tile(tile, overlap)
-    _check("multiple", multiple, 1)
-    _check("batch_size", batch_size, 1)
+    check_integer("multiple", multiple, 1)
+    check_integer("batch_size", batch_size, 1)
     tile = -(-tile // multiple) * multiple
     height, width = image.shape[1:]
     padded = _pad_to(image, tile)

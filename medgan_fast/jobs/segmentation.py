@@ -39,9 +39,9 @@ from ..errors import Interrupted
 from ..metrics.segmentation import dice, iou, pixel_accuracy
 from ..models.unet import UNet
 from ..outputs import AtomicPath, check_output_file, check_output_folder, clear_png_folder, write_json
-from ..training import CheckpointError, ConfigError, TrainConfig
-from ..training.checkpoint import load_checkpoint
+from ..training import ConfigError, TrainConfig
 from ..training.segmentation import build_unet
+from .checkpoints import load_trained
 from .generation import resolve_device
 
 __all__ = ["PredictConfig", "ScoreConfig", "Scores", "evaluate_segmentation", "load_segmenter", "predict_masks"]
@@ -56,20 +56,8 @@ def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> tupl
     Raises:
         CheckpointError: missing or unreadable file, or a checkpoint of another architecture.
     """
-    path = Path(path)
-    checkpoint = load_checkpoint(path)
-    if checkpoint["arch"] != "UNet":
-        raise CheckpointError(f"{path}: a {checkpoint['arch']!r} checkpoint is not a segmentation model; segment "
-                              "takes checkpoints of arch UNet (made by python -m medgan_fast.segment train)")
-    try:
-        config = TrainConfig(**checkpoint["config"])
-        model = build_unet(config)
-        model.load_state_dict(checkpoint["models"]["unet"])
-    except (ConfigError, KeyError, RuntimeError, TypeError) as error:
-        raise CheckpointError(f"{path}: the checkpoint does not hold a U-Net this version can build ({error})") \
-            from error
-    info = {"step": checkpoint["step"], "epoch": checkpoint.get("epoch"), "best": checkpoint.get("best")}
-    return model.to(device).eval(), config, info
+    return load_trained(path, "UNet", "unet", build_unet, "is not a segmentation model; segment takes checkpoints "
+                        "of arch UNet (made by python -m medgan_fast.segment train)", device)
 
 
 # ---------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import check_integer
 from ..nn import fuse_spectral_norm, spectral_norm
 
 __all__ = ["IMAGE_SIZES", "DCGANDiscriminator", "DCGANGenerator", "SNGANDiscriminator", "dcgan_init"]
@@ -40,11 +41,6 @@ def _width_multiplier(image_size: int) -> int:
     if image_size not in IMAGE_SIZES:
         raise ValueError(f"image_size: expected one of {', '.join(map(str, IMAGE_SIZES))}, got {image_size!r}")
     return image_size // 8
-
-
-def _check(name: str, value: int, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
 
 
 def _check_channels(channels: int) -> None:
@@ -79,8 +75,8 @@ class DCGANGenerator(nn.Module):
     def __init__(self, image_size: int = 64, latent_vector: int = 100, feature_maps: int = 64, channels: int = 3):
         super().__init__()
         multiplier = _width_multiplier(image_size)
-        _check("latent_vector", latent_vector)
-        _check("gen_feature_maps", feature_maps)
+        check_integer("latent_vector", latent_vector)
+        check_integer("gen_feature_maps", feature_maps)
         _check_channels(channels)
         self.image_size, self.latent_vector, self.channels = image_size, latent_vector, channels
         width = feature_maps * multiplier
@@ -117,7 +113,7 @@ class DCGANDiscriminator(nn.Module):
     def __init__(self, image_size: int = 64, feature_maps: int = 64, channels: int = 3):
         super().__init__()
         multiplier = _width_multiplier(image_size)
-        _check("dis_feature_maps", feature_maps)
+        check_integer("dis_feature_maps", feature_maps)
         _check_channels(channels)
         self.image_size, self.channels = image_size, channels
         layers: list[nn.Module] = [nn.Conv2d(channels, feature_maps, 4, 2, 1, bias=False),

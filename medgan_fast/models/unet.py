@@ -23,12 +23,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import check_integer
+
 __all__ = ["UNet"]
-
-
-def _check(name: str, value: int, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
 
 
 def _block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -66,10 +63,10 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 1, depth: int = 4, width: int = 32):
         super().__init__()
-        _check("in_channels", in_channels)
-        _check("num_classes", num_classes)
-        _check("depth", depth)
-        _check("width", width)
+        check_integer("in_channels", in_channels)
+        check_integer("num_classes", num_classes)
+        check_integer("depth", depth)
+        check_integer("width", width)
         # Kept so a checkpoint loader can rebuild the model from its arguments.
         self.in_channels, self.num_classes, self.depth, self.width = in_channels, num_classes, depth, width
         widths = [width * 2**level for level in range(depth)]

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import check_integer
 from ..metrics.comparison import TRAIN_DEFAULT_METRICS, TRAIN_METRICS
 from .options import ConfigError, coerce, describe_options, one_of, parse_options, shown
 
@@ -55,7 +56,7 @@ SAMPLE_PRESET: dict[str, Any] = {
 
 # The keys' schema: what each means (train --help prints it) and the values _validate accepts.
 KEY_HELP: dict[str, str] = {
-    'arch': 'DCGAN, SNGAN, or Generator (write `quantity` images from checkpoint `path`)',
+    'arch': 'DCGAN, SNGAN, UNet, Mask2Image, or Generator (write `quantity` images from checkpoint `path`)',
     'path': 'training images (folder or .h5), or the checkpoint for arch Generator',
     'out': 'outputs go to <out>/<run>/ (for arch Generator: the folder or .h5 to write)',
     'run': 'run name; empty: <arch><image_size>, e.g. dcgan64',
@@ -225,7 +226,7 @@ class TrainConfig:
         for name, valid in CHOICES.items():
             setattr(self, name, one_of(name, getattr(self, name), valid))
         for name, low in AT_LEAST.items():
-            _at_least(name, getattr(self, name), low)
+            check_integer(name, getattr(self, name), low, ConfigError)
         for name in POSITIVE:
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -332,11 +333,6 @@ def check_key(key: Any, source: str = "config", arch: str | None = None) -> None
 @dataclass
 class _NoOptions:
     pass
-
-
-def _at_least(name: str, value: int, low: int) -> None:
-    if value < low:
-        raise ConfigError(f"{name}: expected an integer >= {low}, got {value!r}")
 
 
 # ---------------------------------------------------------------------------------------

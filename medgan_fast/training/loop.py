@@ -44,7 +44,7 @@ import torch
 
 from .. import console
 from ..errors import Interrupted
-from . import gan, segmentation  # noqa: F401  (register DCGAN, SNGAN and UNet)
+from . import gan, mask2image, segmentation  # noqa: F401  (register DCGAN, SNGAN, Mask2Image and UNet)
 from .checkpoint import get_rng_state, prune_checkpoints, save_checkpoint, step_checkpoint_name
 from .config import ConfigError, TrainConfig
 from .data import build_loader, build_validation_loader

@@ -44,7 +44,7 @@ from .config import ConfigError, TrainConfig
 from .options import option
 from .registry import Context, Grid, Task, register
 
-__all__ = ["UNetOptions", "UNetTask", "build_unet", "segmentation_loss"]
+__all__ = ["UNetOptions", "UNetTask", "build_unet", "sample_tiles", "segmentation_loss"]
 
 LOSSES = ("bce", "dice", "bce+dice")
 GRID_IMAGES = 9
@@ -117,7 +117,7 @@ class UNetTask(Task):
         options = config.arch_options
         common = dict(image_size=config.image_size, channels=config.number_channels, seed=config.seed)
         if config.is_sample:
-            images, masks = _sample_tiles(config.number_channels)
+            images, masks = sample_tiles(config.number_channels)
             pairs = list(zip(images, masks))
         else:
             if not options.masks:
@@ -220,7 +220,7 @@ def overlay(images: torch.Tensor, prediction: torch.Tensor, target: torch.Tensor
     return torch.where(contour, green.expand_as(rgb), rgb)
 
 
-def _sample_tiles(channels: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def sample_tiles(channels: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The embedded sample and its nuclei mask cut into 16 tiles of 128 px."""
     image, mask = sample_image_and_mask()
     if channels == 1:

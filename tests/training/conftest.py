@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from medgan_fast.data.patchset import PatchSetWriter, make_meta
 from medgan_fast.training.config import TrainConfig
 from medgan_fast.training.loop import train
 
@@ -43,3 +45,26 @@ def trained_checkpoint(tmp_path_factory) -> Path:
     """checkpoints/last.pt of a 2-step tiny DCGAN run (RGB)."""
     out = tmp_path_factory.mktemp("trained")
     return train(tiny_config(out)).checkpoint
+
+
+# A Mask2Image of ~10k parameters per network: 3 steps an epoch on the 9 training pairs below.
+TINY_MASK2IMAGE = ["arch=Mask2Image", "image_size=64", "number_channels=1", "gen_feature_maps=4",
+                   "dis_feature_maps=4", "gen_depth=3", "batch_size=4", "num_epochs=2", "loader_workers=0", "metrics=",
+                   "n_gpu=0", "progress=false", "log_every=1", "val_fraction=0.25", "checkpoint_every=0",
+                   "augment=none"]
+
+
+@pytest.fixture(scope="session")
+def pairs(tmp_path_factory):
+    """12 (image, mask) patches of 64 px: bright disks with noise texture, as `patches --mode full`."""
+    path = tmp_path_factory.mktemp("pairs") / "pairs.h5"
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    masks = np.zeros((12, 1, 64, 64), bool)
+    for k in range(12):
+        cy, cx, r = rng.integers(16, 48, 2).tolist() + [int(rng.integers(6, 14))]
+        masks[k, 0] = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    images = np.clip(rng.normal(80, 25, masks.shape) + 110 * masks, 0, 255).astype(np.uint8)
+    with PatchSetWriter(path, 64) as writer:
+        writer.append(images, masks, make_meta(12, "source.png", -1, np.arange(12), 0, 1, 0))
+    return path

@@ -146,3 +146,17 @@ def test_class_maps_train_with_num_classes(disks, tmp_path):
     assert 0 <= summary.validation["val_dice"] <= 1
     with pytest.raises(DataError, match=r"mask value 3 is not a class id for num_classes 3"):
         train(_config(disks, tmp_path, "num_classes=3", "run=three"))
+
+
+SSTEM = REPO.parent / "shared" / "data" / "em_vnc_sstem"
+
+
+@pytest.mark.skipif(not SSTEM.is_dir(), reason="../shared/data/em_vnc_sstem is not here")
+def test_the_sstem_split_is_fixed_and_disjoint():
+    from medgan_fast.data.segmentation import segmentation_pairs
+
+    splits = {name: segmentation_pairs(SSTEM / "raw", SSTEM / "mitochondria", REPO / "configs" / "splits" /
+                                       f"sstem_{name}.csv") for name in ("train", "test")}
+    stems = {name: [image.stem for image, _ in pairs] for name, pairs in splits.items()}
+    assert stems["train"] == [f"{i:02d}" for i in range(16)] and stems["test"] == ["16", "17", "18", "19"]
+    assert all(mask.parent.name == "mitochondria" for _, mask in splits["test"])
