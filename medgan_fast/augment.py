@@ -22,10 +22,10 @@ example (the two GAN stages on organelle patches, then the pairs into segmentati
   python -m medgan_fast.train --set arch=Mask2Image --set data=pairs.h5 --set number_channels=1 --set run=image_gan
   {PROG} --mask-gan runs/mask_gan/checkpoints/last.pt --image-gan runs/image_gan/checkpoints/last.pt \\
       --quantity 500 --out synthetic.h5
-  python -m medgan_fast.segment train --images EM/ --masks MASKS/ --extra synthetic.h5 --image-size 64
 
 writes synthetic.h5 (a patch set: images, masks, meta) and synthetic_contact_sheet.png (the
-first 32 pairs, mask beside image). The same --seed and --batch-size give the same set.
+first 32 pairs, mask beside image), which python -m medgan_fast.segment train --extra reads.
+The same --seed and --batch-size give the same set.
 """
 
 

@@ -178,6 +178,8 @@ def _write(config, mask_gan, latent, image_gan, device, size, attrs, areas) -> t
                         for a in _component_areas(masks[:, 0].cpu())]
                 masks = masks[torch.tensor(keep, device=masks.device)]
             masks = masks[:config.quantity - written]
+            if areas is None:
+                drawn = start + len(masks)   # masks drawn beyond the last one needed do not count
             if not len(masks):
                 continue
             noise = torch.Generator(device).manual_seed(config.seed + start)

@@ -32,6 +32,7 @@ masks, each with 4 noise draws).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -110,14 +111,14 @@ class Mask2ImageTask(Task):
         common = dict(image_size=config.image_size, channels=config.number_channels, seed=config.seed)
         if config.is_sample:
             images, masks = sample_tiles(config.number_channels)
-            plain = SegmentationDataset.from_arrays(list(zip(images, masks)), **common)
             augmented = SegmentationDataset.from_arrays(list(zip(images, masks)), augment=options.augment, **common)
         else:
             if config.data is None or not str(config.data).lower().endswith((".h5", ".hdf5")):
                 raise ConfigError(f"data: arch Mask2Image trains on an (image, mask) patch set (.h5, made by "
                                   f"python -m medgan_fast.patches --mode full), got {config.data!r}")
-            plain = PatchPairDataset(config.data, **common)
             augmented = PatchPairDataset(config.data, augment=options.augment, **common)
+        plain = copy.copy(augmented)   # the same pairs in memory, read as they are (validation)
+        plain.augment = "none"
         train_indices, val_indices = validation_split(range(len(plain)), options.val_fraction, config.seed)
         if config.max_images:
             train_indices = train_indices[:config.max_images]
