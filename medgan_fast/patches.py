@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     inputs = parser.add_argument_group("inputs (give none to run on the embedded sample)")
     inputs.add_argument("--images", metavar="DIR", help="folder of images: PNG, TIFF (8/16-bit), NPY or JPEG")
     inputs.add_argument("--masks", metavar="DIR", help="folder of masks with the images' file stems")
+    inputs.add_argument("--split", metavar="FILE.csv",
+                        help="crop only the images whose ids this CSV lists (e.g. EMPS's train.csv)")
     inputs.add_argument("--volume", metavar="FILE.h5",
                         help="HDF5 file with a 3-D stack instead; each z slice is labelled and cropped on its own")
     inputs.add_argument("--image-key", metavar="K", help="--volume's dataset of images, (D, H, W) or (D, H, W, C)")
@@ -91,7 +93,7 @@ def config_from_args(args: argparse.Namespace) -> PatchesConfig:
     given = {name: value for name, value in vars(args).items()
              if value is not None and name not in ("argv", "debug")}
     given["command"] = f"{PROG} {shlex.join(args.argv)}".rstrip()
-    if not any(name in given for name in ("images", "masks", "volume")):
+    if not any(name in given for name in ("images", "masks", "split", "volume")):
         return PatchesConfig.for_sample(**given)
     if "out" not in given:
         raise cli.UsageError("--out FILE.h5 is required with --images/--masks or --volume")

@@ -26,10 +26,11 @@ from .._ext import IMPLS
 from ..outputs import HDF5_SUFFIXES, check_output_file
 from ..ops.components import CROP_MODES, crop_components, label
 from .grid import save_grid
-from .images import DataError, find_pairs, image_from_array, mask_from_array, read_image, read_mask
+from .images import DataError, image_from_array, mask_from_array, read_image, read_mask
 from ..outputs import AtomicPath
 from .patchset import PatchSetWriter, make_meta
 from .sample import SAMPLE_NAME, SAMPLE_PATCH_SETTINGS, sample_image_and_mask
+from .segmentation import segmentation_pairs
 
 __all__ = ["CONTACT_SHEET_PATCHES", "PatchesConfig", "PatchesSummary", "contact_sheet_path", "extract_patches"]
 
@@ -48,6 +49,7 @@ class PatchesConfig:
     out: Path = Path("patches.h5")        # the .h5/.hdf5 patch set (its folder is made if missing)
     images: Path | None = None            # folder of PNG/TIFF/NPY/JPEG images
     masks: Path | None = None             # folder of masks with the images' stems; nonzero = foreground
+    split: Path | None = None             # CSV of the image ids to crop (e.g. EMPS's train.csv); None: all
     volume: Path | None = None            # HDF5 file with a 3-D stack (each z slice is cropped on its own)
     image_key: str | None = None          # dataset of the volume's images
     mask_key: str | None = None           # dataset of the volume's masks
@@ -66,7 +68,7 @@ class PatchesConfig:
     command: str = ""                     # command line stored in the file (default: this config)
 
     def __post_init__(self):
-        for name in ("out", "images", "masks", "volume"):
+        for name in ("out", "images", "masks", "split", "volume"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, Path(value))
@@ -149,6 +151,8 @@ def _check_config(config: PatchesConfig) -> torch.device:
         raise DataError("--volume: give either --volume or --images with --masks, not both")
     if config.volume is None and (config.images is None) != (config.masks is None):
         raise DataError("--images and --masks go together: give both folders")
+    if config.split is not None and config.images is None:
+        raise DataError("--split: chooses images of --images/--masks folders; give them too")
     check_output_file(config.out, "--out", suffixes=HDF5_SUFFIXES, overwrite=config.overwrite)
     if config.contact_sheet:
         sheet = contact_sheet_path(config.out)
@@ -295,9 +299,9 @@ def extract_patches(config: PatchesConfig) -> PatchesSummary:
         total, items, unit = _volume_depth(config), _volume_items(config), "slice"
         source = f"volume {config.volume} ({config.image_key}, {config.mask_key})"
     else:
-        pairs = find_pairs(config.images, config.masks)
+        pairs = segmentation_pairs(config.images, config.masks, config.split)
         total, items, unit = len(pairs), _folder_items(pairs, config.threshold), "image"
-        source = f"{config.images} with masks {config.masks}"
+        source = f"{config.images} with masks {config.masks}" + (f", ids of {config.split}" if config.split else "")
 
     attrs = {
         "command": config.command or f"medgan_fast.data.patches.extract_patches({config!r})",

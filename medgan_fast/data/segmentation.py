@@ -30,6 +30,7 @@ without touching the cache.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -47,8 +48,8 @@ from .images import IMAGE_SUFFIXES, find_pairs, list_images, mask_from_array, re
 from .patchset import FORMAT_VERSION
 
 __all__ = [
-    "AUGMENTATIONS", "PatchPairDataset", "SegmentationDataset", "augment_pair", "prepare_image", "prepare_mask",
-    "segmentation_pairs", "split_ids", "unit_image", "validation_split",
+    "AUGMENTATIONS", "KeyedSubset", "PatchPairDataset", "SegmentationDataset", "augment_pair", "prepare_image",
+    "prepare_mask", "segmentation_pairs", "split_ids", "split_pairs", "unit_image", "validation_split",
 ]
 
 AUGMENTATIONS = ("none", "classical")
@@ -489,3 +490,34 @@ class PatchPairDataset(_PairItems):
 
     def __repr__(self) -> str:
         return f"patch pairs {self.path} ({len(self)} patches, {self.image_size}x{self.image_size}, binary)"
+
+
+class KeyedSubset(Dataset):
+    """Items `indices` of a dataset keyed by (epoch, index), keyed alike (a validation
+    split of a patch set)."""
+
+    def __init__(self, dataset: Dataset, indices: list[int]):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        return self.dataset[(epoch, self.indices[index])]
+
+    def __repr__(self) -> str:
+        return f"{len(self)} of {self.dataset!r}"
+
+
+def split_pairs(dataset: _PairItems, fraction: float, seed: int,
+                max_images: int = 0) -> tuple[KeyedSubset, KeyedSubset | None]:
+    """(training, validation) parts of an in-memory pair set (:func:`validation_split` of its
+    indices): training reads items with the set's augmentation, validation the same pairs as
+    they are; the first `max_images` training items only when it is > 0."""
+    plain = copy.copy(dataset)   # the same pairs in memory, read without augmentation
+    plain.augment = "none"
+    train_indices, val_indices = validation_split(range(len(plain)), fraction, seed)
+    if max_images:
+        train_indices = train_indices[:max_images]
+    return KeyedSubset(dataset, train_indices), (KeyedSubset(plain, val_indices) if val_indices else None)

@@ -37,7 +37,7 @@ from ..training.mask2image import build_mask_to_image
 from .checkpoints import load_trained
 from .generation import latent_vectors, load_generator, resolve_device, to_uint8
 
-__all__ = ["AugmentConfig", "AugmentSummary", "synthesize_pairs"]
+__all__ = ["AugmentConfig", "AugmentSummary", "load_image_gan", "synthesize_pairs"]
 
 SHEET_PAIRS = 32
 MAX_DRAWS_PER_PAIR = 20
@@ -101,10 +101,7 @@ def synthesize_pairs(config: AugmentConfig) -> AugmentSummary:
                           "replace both")
     device = resolve_device(config.device, "--device")
     mask_gan, mask_config = _mask_gan(config.mask_gan, device)
-    image_gan, image_config, _ = load_trained(
-        config.image_gan, "Mask2Image", "generator", build_mask_to_image,
-        "is not a mask -> image GAN; --image-gan takes checkpoints of arch Mask2Image (python -m medgan_fast.train "
-        "with arch: Mask2Image)", device)
+    image_gan, image_config, _ = load_image_gan(config.image_gan, device)
     size = image_config.image_size
     if mask_config.image_size != size:
         raise CheckpointError(f"--mask-gan {config.mask_gan} makes {mask_config.image_size} px masks but --image-gan "
@@ -123,6 +120,13 @@ def synthesize_pairs(config: AugmentConfig) -> AugmentSummary:
         AtomicPath.discard_leftovers(config.out)
         raise Interrupted(f"nothing written: {config.out} was not created or changed")
     return AugmentSummary(config.quantity, drawn, config.out, sheet, size, time.perf_counter() - started)
+
+
+def load_image_gan(path: str | Path, device: torch.device | str = "cpu"):
+    """(generator, config, info) of a Mask2Image checkpoint (:func:`.checkpoints.load_trained`)."""
+    return load_trained(path, "Mask2Image", "generator", build_mask_to_image,
+                        "is not a mask -> image GAN; --image-gan takes checkpoints of arch Mask2Image (python -m "
+                        "medgan_fast.train with arch: Mask2Image)", device)
 
 
 def _mask_gan(path: Path, device: torch.device):

@@ -32,7 +32,6 @@ masks, each with 4 noise draws).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..data.segmentation import PatchPairDataset, SegmentationDataset, validation_split
+from ..data.segmentation import PatchPairDataset, SegmentationDataset, split_pairs
 from ..metrics.quality import psnr, ssim
 from ..models.mask2image import GENERATORS, MultiScalePatchDiscriminator
 from .config import ConfigError, TrainConfig
@@ -79,23 +78,6 @@ def build_mask_to_image(config: TrainConfig) -> torch.nn.Module:
     return GENERATORS[options.generator](config.number_channels, config.gen_feature_maps, options.gen_depth)
 
 
-class _Subset(Dataset):
-    """Items `indices` of a dataset keyed by (epoch, index), keyed alike."""
-
-    def __init__(self, dataset: Dataset, indices: list[int]):
-        self.dataset, self.indices = dataset, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, key):
-        epoch, index = key if isinstance(key, tuple) else (0, key)
-        return self.dataset[(epoch, self.indices[index])]
-
-    def __repr__(self) -> str:
-        return f"{len(self)} of {self.dataset!r}"
-
-
 @register("Mask2Image", options=Mask2ImageOptions)
 class Mask2ImageTask(Task):
     """The conditional GAN from masks to images (see the module docstring)."""
@@ -117,12 +99,7 @@ class Mask2ImageTask(Task):
                 raise ConfigError(f"data: arch Mask2Image trains on an (image, mask) patch set (.h5, made by "
                                   f"python -m medgan_fast.patches --mode full), got {config.data!r}")
             augmented = PatchPairDataset(config.data, augment=options.augment, **common)
-        plain = copy.copy(augmented)   # the same pairs in memory, read as they are (validation)
-        plain.augment = "none"
-        train_indices, val_indices = validation_split(range(len(plain)), options.val_fraction, config.seed)
-        if config.max_images:
-            train_indices = train_indices[:config.max_images]
-        return _Subset(augmented, train_indices), (_Subset(plain, val_indices) if val_indices else None)
+        return split_pairs(augmented, options.val_fraction, config.seed, config.max_images)
 
     def __init__(self, context: Context):
         super().__init__(context)

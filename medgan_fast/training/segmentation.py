@@ -1,7 +1,8 @@
 """U-Net segmentation (arch 'UNet'): its keys, datasets, losses, step, validation and grids.
 
 Data: ``data`` is the image folder (or ``sample``: tiles of the embedded sample with its
-nuclei mask) and ``masks`` the mask folder, paired by file stem; ``split`` restricts training
+nuclei mask; or an (image, mask) patch set, .h5, made by ``patches --mode full``, its patches
+already ``image_size`` on a side) and ``masks`` the mask folder, paired by file stem; ``split`` restricts training
 to the ids of a CSV (EMPS's own train.csv), and ``val_fraction`` of those become the
 validation set (a seeded draw, the same on resume). ``extra`` mixes (image, mask) patch sets
 into training only, never into validation. Images are resized to ``image_size`` (the whole
@@ -31,11 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, Dataset
 
+from ..data.datasets import HDF5_SUFFIXES
 from ..data.sample import sample_image_and_mask
 from ..data.segmentation import (
     PatchPairDataset,
     SegmentationDataset,
     segmentation_pairs,
+    split_pairs,
     validation_split,
 )
 from ..metrics.segmentation import dice, iou, pixel_accuracy
@@ -53,7 +56,8 @@ SAMPLE_TILE = 128   # the embedded sample (512 x 512) as 16 tiles of this side
 
 @dataclass(frozen=True)
 class UNetOptions:
-    masks: str = option("", "mask folder, paired with the data folder's images by file stem")
+    masks: str = option("", "mask folder, paired with the data folder's images by file stem (none for a .h5 "
+                               "patch set)")
     split: str = option("", "CSV of the image ids to train on (one per line, e.g. EMPS's train.csv); '': all")
     val_fraction: float = option(0.1, "fraction of the training images held out for validation", valid="in [0, 1)")
     extra: str = option("", "comma list of (image, mask) patch sets (.h5) added to training only")
@@ -116,6 +120,15 @@ class UNetTask(Task):
     def datasets(cls, config: TrainConfig) -> tuple[Dataset, Dataset | None]:
         options = config.arch_options
         common = dict(image_size=config.image_size, channels=config.number_channels, seed=config.seed)
+        extra = [PatchPairDataset(path.strip(), augment=options.augment, **common)
+                 for path in options.extra.split(",") if path.strip()]
+        if str(config.data).lower().endswith(HDF5_SUFFIXES):
+            if options.masks or options.split:
+                raise ConfigError(f"data {config.data}: a patch set holds its own masks; masks and split are for "
+                                  "image folders")
+            training, validation = split_pairs(PatchPairDataset(config.data, augment=options.augment, **common),
+                                               options.val_fraction, config.seed, config.max_images)
+            return (_Mixed([training, *extra]) if extra else training), validation
         if config.is_sample:
             images, masks = sample_tiles(config.number_channels)
             pairs = list(zip(images, masks))
@@ -130,8 +143,6 @@ class UNetTask(Task):
         make = SegmentationDataset.from_arrays if config.is_sample else SegmentationDataset
         training = make(train_pairs, num_classes=options.num_classes, augment=options.augment,
                         threshold=options.mask_threshold, progress=config.progress, **common)
-        extra = [PatchPairDataset(path.strip(), augment=options.augment, **common)
-                 for path in options.extra.split(",") if path.strip()]
         if extra:
             training = _Mixed([training, *extra])
         validation = make(val_pairs, num_classes=options.num_classes, augment="none",

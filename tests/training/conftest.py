@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from medgan_fast.data.patchset import PatchSetWriter, make_meta
 from medgan_fast.training.config import TrainConfig
@@ -68,3 +69,24 @@ def pairs(tmp_path_factory):
     with PatchSetWriter(path, 64) as writer:
         writer.append(images, masks, make_meta(12, "source.png", -1, np.arange(12), 0, 1, 0))
     return path
+
+
+@pytest.fixture(scope="session")
+def disks(tmp_path_factory):
+    """12 grey 80x96 images of bright disks on noise, their 16-bit instance maps, a split file."""
+    root = tmp_path_factory.mktemp("disks")
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    yy, xx = np.mgrid[:80, :96]
+    for k in range(12):
+        labels = np.zeros((80, 96), np.uint16)
+        for instance in range(1, 4):
+            cy, cx, r = rng.integers(15, 65), rng.integers(15, 80), rng.integers(5, 12)
+            labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = instance
+        image = np.clip(rng.normal(70, 20, labels.shape) + 120 * (labels > 0), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(root / "images" / f"{k:02d}.png")
+        Image.fromarray(labels).save(root / "masks" / f"{k:02d}.png")
+    (root / "train.csv").write_text("".join(f"{k:02d}\n" for k in range(8)))
+    (root / "test.csv").write_text("".join(f"{k:02d}\n" for k in range(8, 12)))
+    return root

@@ -29,10 +29,25 @@ def test_users_file_is_accepted_unchanged():
     assert config.batch_size == 128               # the sample preset does not touch a real run
 
 
-@pytest.mark.parametrize("name", sorted(path.name for path in CONFIGS.glob("*.yaml")))
+def _configs(experiments: bool) -> list[str]:
+    """The example files of train (experiments False) or of the experiment command."""
+    return sorted(path.name for path in CONFIGS.glob("*.yaml")
+                  if ("experiment" in (yaml.safe_load(path.read_text()) or {})) == experiments)
+
+
+@pytest.mark.parametrize("name", _configs(experiments=False))
 def test_every_example_config_loads(name):
     config = load_config(CONFIGS / name)
     assert config.to_dict() == TrainConfig(**config.to_dict()).to_dict()   # config.yaml round trip
+
+
+@pytest.mark.parametrize("name", _configs(experiments=True))
+def test_every_experiment_config_loads(name):
+    from medgan_fast.jobs.experiment import load_experiment
+    from medgan_fast.jobs.mask2image_comparison import load_comparison
+    kind = yaml.safe_load((CONFIGS / name).read_text())["experiment"]
+    loader = {"augmentation": load_experiment, "mask2image": load_comparison}[kind]
+    assert loader(CONFIGS / name).out.startswith("results/")
 
 
 def test_users_generator_file():

@@ -14,7 +14,7 @@ from PIL import Image
 from medgan_fast import cli
 from medgan_fast.errors import DataError
 from medgan_fast.jobs.segmentation import PredictConfig, ScoreConfig, evaluate_segmentation, predict_masks
-from medgan_fast.training import CheckpointError, load_config, train
+from medgan_fast.training import CheckpointError, ConfigError, load_config, train
 from medgan_fast.training.checkpoint import load_checkpoint
 from medgan_fast.training.segmentation import segmentation_loss
 
@@ -23,27 +23,6 @@ from .conftest import REPO, run_module
 TINY_UNET = ["arch=UNet", "image_size=64", "number_channels=1", "depth=2", "width=4", "batch_size=4",
              "num_epochs=2", "loader_workers=0", "metrics=", "n_gpu=0", "progress=false", "log_every=1",
              "learning_rate=0.01", "val_fraction=0.25", "checkpoint_every=0"]
-
-
-@pytest.fixture(scope="module")
-def disks(tmp_path_factory):
-    """12 grey 80x96 images of bright disks on noise, their 16-bit instance maps, a split file."""
-    root = tmp_path_factory.mktemp("disks")
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    yy, xx = np.mgrid[:80, :96]
-    for k in range(12):
-        labels = np.zeros((80, 96), np.uint16)
-        for instance in range(1, 4):
-            cy, cx, r = rng.integers(15, 65), rng.integers(15, 80), rng.integers(5, 12)
-            labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = instance
-        image = np.clip(rng.normal(70, 20, labels.shape) + 120 * (labels > 0), 0, 255).astype(np.uint8)
-        Image.fromarray(image).save(root / "images" / f"{k:02d}.png")
-        Image.fromarray(labels).save(root / "masks" / f"{k:02d}.png")
-    (root / "train.csv").write_text("".join(f"{k:02d}\n" for k in range(8)))
-    (root / "test.csv").write_text("".join(f"{k:02d}\n" for k in range(8, 12)))
-    return root
 
 
 def _config(root, out, *more):
@@ -161,3 +140,15 @@ def test_the_sstem_split_is_fixed_and_disjoint():
     # 01, 07 and 18 are left out: their mitochondria masks are empty (see the config)
     assert stems["train"] == [f"{i:02d}" for i in range(16) if i not in (1, 7)] and stems["test"] == ["16", "17", "19"]
     assert all(mask.parent.name == "mitochondria" for _, mask in splits["test"])
+
+
+def test_a_unet_trains_on_a_patch_set_with_a_seeded_validation_part(pairs, tmp_path):
+    from medgan_fast.training.segmentation import UNetTask
+    config = load_config(None, [*TINY_UNET, f"data={pairs}", f"out={tmp_path}", "run=patches"])
+    training, validation = UNetTask.datasets(config)
+    assert (len(training), len(validation)) == (9, 3)
+    assert validation.indices == UNetTask.datasets(config)[1].indices
+    summary = train(config)
+    assert summary.best is not None and (summary.run_dir / "checkpoints" / "best.pt").is_file()
+    with pytest.raises(ConfigError, match="a patch set holds its own masks"):
+        UNetTask.datasets(load_config(None, [*TINY_UNET, f"data={pairs}", "masks=somewhere"]))
