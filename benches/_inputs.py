@@ -105,3 +105,21 @@ def synchronised(fn):
 needs_cuda = pytest.mark.skipif(
     not (torch.cuda.is_available() and medgan_fast.build_info()["cuda_compiled"]),
     reason="needs a CUDA GPU and the CUDA kernels")
+
+
+def task_steps(task, loader, sampler):
+    """A call that runs `task`'s next training step on the next batch of `loader`, starting a
+    new epoch (sampler.set_epoch) when one ends: the framework's loop, one step a call."""
+    state = {"batches": iter(()), "epoch": 0, "step": 0}
+
+    def step():
+        batch = next(state["batches"], None)
+        if batch is None:
+            sampler.set_epoch(state["epoch"])
+            state["epoch"] += 1
+            state["batches"] = iter(loader)
+            batch = next(state["batches"])
+        task.train_step(batch, state["step"])
+        state["step"] += 1
+
+    return step

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _inputs import bench_interleaved, needs_cuda, synchronised
+from _inputs import bench_interleaved, needs_cuda, synchronised, task_steps
 
 from medgan_fast.data.patchset import PatchSetWriter, make_meta
 from medgan_fast.data.segmentation import PatchPairDataset
@@ -58,19 +58,7 @@ def ours(device, path):
     task = Mask2ImageTask(Context(config, Distributed(device=device)))
     dataset, _ = Mask2ImageTask.datasets(config)
     loader, sampler, _ = build_loader(dataset, config)
-    state = {"batches": iter(()), "epoch": 0, "step": 0}
-
-    def step():
-        batch = next(state["batches"], None)
-        if batch is None:
-            sampler.set_epoch(state["epoch"])
-            state["epoch"] += 1
-            state["batches"] = iter(loader)
-            batch = next(state["batches"])
-        task.train_step(batch, state["step"])
-        state["step"] += 1
-
-    return step
+    return task_steps(task, loader, sampler)
 
 
 def users(device, path):

@@ -10,7 +10,7 @@ images-per-second ratio.
 """
 
 import torch
-from _inputs import bench_interleaved, needs_cuda, synchronised
+from _inputs import bench_interleaved, needs_cuda, synchronised, task_steps
 
 from medgan_fast.data.segmentation import SegmentationDataset
 from medgan_fast.models.unet import UNet
@@ -43,19 +43,7 @@ def ours(device, dataset):
                          options={"augment": "none", "segmentation_loss": "bce+dice", "depth": 4, "width": 32})
     task = UNetTask(Context(config, Distributed(device=device)))
     loader, sampler, _ = build_loader(dataset, config)
-    state = {"batches": iter(()), "epoch": 0, "step": 0}
-
-    def step():
-        batch = next(state["batches"], None)
-        if batch is None:
-            sampler.set_epoch(state["epoch"])
-            state["epoch"] += 1
-            state["batches"] = iter(loader)
-            batch = next(state["batches"])
-        task.train_step(batch, state["step"])
-        state["step"] += 1
-
-    return step
+    return task_steps(task, loader, sampler)
 
 
 def users(device, dataset):

@@ -2,7 +2,7 @@
 ../shared (as a checkout has it), so they cannot drift from the commands.
 
 Training examples (train, segment train) get README_SHRINK appended (the README states it): the same runs, one
-epoch on a few images of smaller models. Setup lines (venv, pip, pytest) are not commands of
+epoch on a few images of smaller models; experiments get EXPERIMENT_SHRINK (one seed, a few steps). Setup lines (venv, pip, pytest) are not commands of
 ours and are left to CI, which runs them in a fresh clone.
 """
 
@@ -24,6 +24,14 @@ SHARED = REPO.parent / "shared"
 # checks the README says exactly this.
 README_SHRINK = ("--set num_epochs=1 --set max_images=16 --set batch_size=8 --set gen_feature_maps=8 "
                  "--set dis_feature_maps=8 --set sample_count=4")
+# The same for the experiments: one seed, the full set, one epoch of 16 items for each network.
+EXPERIMENT_SHRINK = {
+    "augmentation": "--set seeds=[0] --set fractions=[1.0] --set arms=[real,gan] --set unet.max_images=16 "
+                    "--set mask_gan.max_images=16 --set image_gan.max_images=16 --set unet.steps=2 "
+                    "--set mask_gan.steps=2 --set image_gan.steps=2",
+    "mask2image": "--set image_gan.max_images=16 --set unet.max_images=16 --set image_gan.steps=2 "
+                  "--set unet.steps=2",
+}
 
 
 def readme_commands(text: str) -> list[str]:
@@ -48,12 +56,15 @@ def argv(command: str) -> list[str]:
         words = [sys.executable, *words[1:]]
     if module == "medgan_fast.train" or (module == "medgan_fast.segment" and words[words.index("-m") + 2] == "train"):
         words += shlex.split(README_SHRINK)
+    if module == "medgan_fast.experiment":
+        words += shlex.split(EXPERIMENT_SHRINK[words[words.index("-m") + 2]])
     return words
 
 
 def test_the_readme_states_the_shrink_and_the_examples_are_ours():
     text = (REPO / "README.md").read_text()
     assert f"`{README_SHRINK}`" in " ".join(text.split())
+    assert all(f"`{shrink}`" in " ".join(text.split()) for shrink in EXPERIMENT_SHRINK.values())
     commands = readme_commands(text)
     assert commands[0] == "python -m medgan_fast.train"   # the main job
     assert len(commands) >= 15 and sum(command.startswith("torchrun") for command in commands) == 1

@@ -14,9 +14,9 @@ The synthetic pairs of a cell come from two GANs trained on that cell's subset a
 information from images the cell does not have): a mask GAN (DCGAN or SNGAN, section
 ``mask_gan``) on its masks and a Mask2Image GAN (section ``image_gan``) on its (image, mask)
 pairs, then ``augment`` draws ``synthetic_ratio`` x (subset size) pairs. Both GANs see the
-whole images at the U-Net's ``image_size``, not component patches: the pairs then have the
-scale and framing of the images the U-Net segments, so ``--extra`` adds examples of the
-task itself rather than crops at another magnification.
+U-Net's own items (whole images at ``image_size``, or tiles: :mod:`.experiment_data`), not
+component patches: the pairs then have the scale and framing of what the U-Net segments, so
+``--extra`` adds examples of the task itself rather than crops at another magnification.
 
 Training length is given in optimiser steps (``steps`` in each section), converted to epochs
 for the cell's training-set size, so that a small subset is not also trained for fewer
@@ -41,12 +41,12 @@ import numpy as np
 import torch
 
 from .. import console
-from ..data.patchset import PatchSetWriter, make_meta
-from ..data.segmentation import SegmentationDataset, segmentation_pairs, validation_split
-from ..errors import DataError, Interrupted, check_integer
+from ..data.segmentation import validation_split
+from ..errors import Interrupted, check_integer
 from ..outputs import AtomicPath
 from ..training import ConfigError
 from .augmentation import AugmentConfig, synthesize_pairs
+from .experiment_data import MIN_SUBSET, Source, prepare_source, write_real_sets
 from .experiment_report import write_report
 from .stages import claim_work, log_to, read_settings, section_overrides, train_stage
 from .segmentation import ScoreConfig, evaluate_segmentation
@@ -56,7 +56,6 @@ __all__ = ["ARMS", "ExperimentConfig", "load_experiment", "run_experiment"]
 # arm -> (the U-Net's augment, whether it trains with the synthetic pairs)
 ARMS = {"real": ("none", False), "classical": ("classical", False), "gan": ("none", True),
         "gan+classical": ("classical", True)}
-MIN_SUBSET = 2   # a U-Net needs one training and one validation image
 
 # Each section's train keys (any key of `python -m medgan_fast.train` for its arch), plus
 # `steps`; a config's section is merged over these.
@@ -88,7 +87,9 @@ class ExperimentConfig:
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     arms: list[str] = field(default_factory=lambda: list(ARMS))
-    synthetic_ratio: float = 1.0      # synthetic pairs per real image of the subset
+    tile: int = 0                     # > 0: train on tiles of this side (then image_size = tile)
+    scale: float = 1.0                # images rescaled by it before tiling
+    synthetic_ratio: float = 1.0      # synthetic pairs per real item of the subset
     threshold: float = 0.0            # a generated mask is the mask GAN's output > it
     real_areas: bool = False          # keep only masks whose components lie in the real area range
     device: str = "auto"
@@ -103,6 +104,15 @@ class ExperimentConfig:
         check_integer("image_size", self.image_size, 16, ConfigError)
         if self.number_channels not in (1, 3):
             raise ConfigError(f"number_channels: expected 1 or 3, got {self.number_channels!r}")
+        check_integer("tile", self.tile, 0, ConfigError)
+        if self.tile and self.tile != self.image_size:
+            raise ConfigError(f"tile {self.tile}: the U-Net trains on the tiles as they are; set image_size to it too "
+                              f"(image_size {self.image_size})")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not 0 < self.scale <= 4:
+            raise ConfigError(f"scale: expected a number in (0, 4], got {self.scale!r}")
+        if self.scale != 1 and not self.tile:
+            raise ConfigError("scale: rescales images before tiling; set tile too (without it images are resized "
+                              "whole to image_size)")
         self.fractions = _list("fractions", self.fractions)
         if any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1 for f in self.fractions):
             raise ConfigError(f"fractions: expected numbers in (0, 1], got {self.fractions!r}")
@@ -193,24 +203,6 @@ def plan_cells(config: ExperimentConfig, train_ids: list[str]) -> list[Cell]:
     return cells
 
 
-def _train_ids(config: ExperimentConfig) -> tuple[list[str], list[str]]:
-    """(training ids, test ids) by stem; refuses a test id among the training ids."""
-    test = [image.stem for image, _ in segmentation_pairs(config.images, config.masks, config.test_split)]
-    if config.train_split:
-        ids = [image.stem for image, _ in segmentation_pairs(config.images, config.masks, config.train_split)]
-        shared = sorted(set(ids) & set(test))
-        if shared:
-            raise DataError(f"train_split {config.train_split}: {len(shared)} of its ids are also in test_split "
-                            f"{config.test_split} (the first: {shared[0]!r}); the test images must stay untouched")
-    else:
-        pairs = segmentation_pairs(config.images, config.masks)
-        ids = [image.stem for image, _ in pairs if image.stem not in set(test)]
-    if len(ids) < MIN_SUBSET:
-        raise DataError(f"images {config.images}: {len(ids)} training image(s) outside the test split; need at least "
-                        f"{MIN_SUBSET}")
-    return ids, test
-
-
 # ---------------------------------------------------------------------------------------
 # Running
 
@@ -225,8 +217,8 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, overwrite: b
     started = time.perf_counter()
     out, work = Path(config.out), Path(config.work)
     claim_work(config.to_dict(), out, work, overwrite)
-    train_ids, test_ids = _train_ids(config)
-    cells = plan_cells(config, train_ids)
+    source = prepare_source(config, work)
+    cells = plan_cells(config, source.train_ids)
     stages = len(cells) * (3 * config.uses_gan + 2 * len(config.arms))
     console.note(f"{len(cells)} cells ({len(config.fractions)} fractions x {len(config.seeds)} seeds) x "
                  f"{len(config.arms)} arms, {stages} stages; runs in {work}/, report in {out}/")
@@ -235,41 +227,42 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, overwrite: b
     try:
         for cell in cells:
             cell.folder.mkdir(parents=True, exist_ok=True)
-            records.append(_run_cell(config, cell, bar, progress))
+            records.append(_run_cell(config, source, cell, bar, progress))
     except KeyboardInterrupt:
         raise Interrupted(f"finished stages are kept in {work}/; run the same command again to continue (an "
                           "interrupted training resumes from its last checkpoint)") from None
     finally:
         bar.close()
     return write_report(config, records, out, seconds=time.perf_counter() - started, command=command,
-                        train_images=len(train_ids), test_images=len(test_ids))
+                        train_images=len(source.train_ids), test_images=source.test_items)
 
 
-def _run_cell(config: ExperimentConfig, cell: Cell, bar, progress: bool) -> dict[str, Any]:
+def _run_cell(config: ExperimentConfig, source: Source, cell: Cell, bar, progress: bool) -> dict[str, Any]:
     """The GAN stages (when an arm uses them), then each arm's U-Net and its test scores."""
+    items = source.items(cell.ids)
     split = cell.folder / "subset.csv"
     if not split.is_file():
         with AtomicPath(split) as tmp:
-            tmp.write_text("id\n" + "".join(f"{stem}\n" for stem in cell.ids))
+            tmp.write_text("id\n" + "".join(f"{stem}\n" for stem in items))
     synthetic, synthetic_count = None, 0
     if config.uses_gan:
-        synthetic, synthetic_count = _synthetic_pairs(config, cell, split, bar, progress)
-    record = {"fraction": cell.fraction, "seed": cell.seed, "subset": len(cell.ids), "synthetic": synthetic_count,
-              "arms": {}}
+        synthetic, synthetic_count = _synthetic_pairs(config, source, cell, items, split, bar, progress)
+    record = {"fraction": cell.fraction, "seed": cell.seed, "subset": len(cell.ids), "items": len(items),
+              "synthetic": synthetic_count, "arms": {}}
     for arm in config.arms:
         augment, with_gan = ARMS[arm]
         run = "unet_" + arm.replace("+", "_")
         extra = synthetic if with_gan else None
-        real_train = len(validation_split(cell.ids, config.unet["val_fraction"], cell.seed)[0])
+        real_train = len(validation_split(items, config.unet["val_fraction"], cell.seed)[0])
         count = real_train + (synthetic_count if with_gan else 0)
         overrides = [*_section_overrides(config, "unet", cell.seed, count),
-                     f"data={config.images}", f"masks={config.masks}", f"split={split}",
+                     f"data={source.images}", f"masks={source.masks}", f"split={split}",
                      f"augment={augment}", *([f"extra={extra}"] if extra else [])]
         _stage(bar, f"{cell.label}: U-Net {arm}")
-        run_dir, seconds = train_stage(cell.folder, run, overrides, progress)
+        trained = train_stage(cell.folder, run, overrides, progress)
         _stage(bar, f"{cell.label}: U-Net {arm} on the test split")
-        scores = _test_scores(config, cell, arm, run_dir, progress)
-        record["arms"][arm] = {"train_seconds": seconds, **scores}
+        scores = _test_scores(config, source, cell, arm, cell.folder / run, progress)
+        record["arms"][arm] = {"train_seconds": trained["seconds"], "train_steps": trained["steps"], **scores}
     return record
 
 
@@ -281,21 +274,22 @@ def _stage(bar, what: str) -> None:
         console.note(what)
 
 
-def _synthetic_pairs(config: ExperimentConfig, cell: Cell, split: Path, bar, progress: bool) -> tuple[Path, int]:
+def _synthetic_pairs(config: ExperimentConfig, source: Source, cell: Cell, items: list[str], split: Path, bar,
+                     progress: bool) -> tuple[Path, int]:
     """The cell's synthetic patch set: its real pairs at image_size as patch sets, the two
     GANs trained on them, and ``augment``'s pairs; each step kept once done."""
     pairs, masks = cell.folder / "pairs.h5", cell.folder / "masks.h5"
     if not (pairs.is_file() and masks.is_file()):
-        _write_real_sets(config, cell, split, pairs, masks)
+        write_real_sets(source, split, config.image_size, config.number_channels, cell.label, pairs, masks)
     for name, data, run in (("mask_gan", masks, "mask_gan"), ("image_gan", pairs, "image_gan")):
-        count = len(cell.ids)
+        count = len(items)
         if name == "image_gan":
-            count = len(validation_split(cell.ids, config.image_gan["val_fraction"], cell.seed)[0])
+            count = len(validation_split(items, config.image_gan["val_fraction"], cell.seed)[0])
         overrides = [*_section_overrides(config, name, cell.seed, count), f"data={data}"]
         _stage(bar, f"{cell.label}: {'mask GAN' if name == 'mask_gan' else 'Mask2Image GAN'}")
         train_stage(cell.folder, run, overrides, progress)
     out = cell.folder / "synthetic.h5"
-    quantity = max(1, int(round(config.synthetic_ratio * len(cell.ids))))
+    quantity = max(1, int(round(config.synthetic_ratio * len(items))))
     _stage(bar, f"{cell.label}: {quantity} synthetic pairs")
     if not out.is_file():
         with log_to(cell.folder / "augment.log"):
@@ -307,23 +301,6 @@ def _synthetic_pairs(config: ExperimentConfig, cell: Cell, split: Path, bar, pro
     return out, quantity
 
 
-def _write_real_sets(config: ExperimentConfig, cell: Cell, split: Path, pairs: Path, masks: Path) -> None:
-    """The subset's whole images at image_size as an (image, mask) patch set, and its masks
-    as a grey image set (mask 255, background 0) for the mask GAN."""
-    dataset = SegmentationDataset(segmentation_pairs(config.images, config.masks, split), image_size=config.image_size,
-                                  channels=config.number_channels, progress=False)
-    items = [dataset.pair(i) for i in range(len(dataset))]
-    images = np.stack([((image.numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8) for image, _ in items])
-    binary = np.stack([mask.numpy() > 0.5 for _, mask in items]).astype(np.uint8)
-    size = config.image_size
-    meta = make_meta(len(items), f"{Path(config.images).name} subset {cell.label}", -1, np.arange(1, len(items) + 1),
-                     (0, 0, size, size), binary.reshape(len(items), -1).sum(1), 0)
-    attrs = {"mode": "full", "size": size, "note": "whole images resized to the U-Net's image_size"}
-    for path, pixels in ((pairs, images), (masks, binary * 255)):
-        with PatchSetWriter(path, size, attrs) as writer:
-            writer.append(pixels, binary, meta)
-
-
 def _section_overrides(config: ExperimentConfig, name: str, seed: int, train_count: int) -> list[str]:
     """A section's overrides for one run of a cell (see :func:`.stages.section_overrides`)."""
     section = getattr(config, name)
@@ -333,13 +310,14 @@ def _section_overrides(config: ExperimentConfig, name: str, seed: int, train_cou
         "arch": SECTION_ARCHS.get(name, section.get("arch"))})
 
 
-def _test_scores(config: ExperimentConfig, cell: Cell, arm: str, run_dir: Path, progress: bool) -> dict[str, Any]:
+def _test_scores(config: ExperimentConfig, source: Source, cell: Cell, arm: str, run_dir: Path,
+                 progress: bool) -> dict[str, Any]:
     """The arm's test scores (IoU, Dice, accuracy per test image) of its best checkpoint."""
     path = cell.folder / f"test_{arm.replace('+', '_')}.json"
     if not path.is_file():
         evaluate_segmentation(ScoreConfig(
-            checkpoint=run_dir / "checkpoints" / "best.pt", images=Path(config.images), masks=Path(config.masks),
-            split=Path(config.test_split), out=path, device=config.device, progress=progress,
+            checkpoint=run_dir / "checkpoints" / "best.pt", images=source.images, masks=source.masks,
+            split=source.test_split, out=path, device=config.device, progress=progress,
             command="python -m medgan_fast.experiment augmentation"))
     scores = json.loads(path.read_text())
     return {metric: {"mean": scores[metric]["mean"], "per_image": scores[metric]["per_image"]}

@@ -68,6 +68,7 @@ def summarise(config, records: list[dict[str, Any]]) -> dict[str, dict[str, dict
                                  "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                                  "per_seed": dict(zip((str(cell["seed"]) for cell in cells), values))}
             entry["subset"] = cells[0]["subset"]
+            entry["items"] = cells[0].get("items", cells[0]["subset"])
             entry["synthetic"] = cells[0]["synthetic"]
             table.setdefault(arm, {})[f"{fraction:g}"] = entry
     return table
@@ -116,8 +117,10 @@ def markdown(config, summary: dict, tests: list[dict[str, Any]], train_images: i
              test_images: int, seconds: float) -> str:
     lines = ["# Does GAN augmentation help segmentation?", "",
              f"U-Net ({config.unet['steps']} steps, batch {config.unet['batch_size']}, depth {config.unet['depth']}, "
-             f"width {config.unet['width']}) on {config.images} at {config.image_size} px; subsets of the "
-             f"{train_images} training images, scored on the {test_images} test images of {config.test_split}. "
+             f"width {config.unet['width']}) on {config.images} at {config.image_size} px"
+             + (f" (tiles of the images rescaled by {config.scale:g})" if config.tile else "") + "; subsets of the "
+             f"{train_images} training images, scored on the {test_images} test "
+             f"{'tiles' if config.tile else 'images'} of {config.test_split}. "
              f"Seeds {', '.join(map(str, config.seeds))}; GAN pairs: {config.synthetic_ratio:g} per real image, "
              f"from a {config.mask_gan['arch']} mask GAN ({config.mask_gan['steps']} steps) and a Mask2Image "
              f"{config.image_gan['generator']} GAN ({config.image_gan['steps']} steps) trained on each cell's "
@@ -128,7 +131,8 @@ def markdown(config, summary: dict, tests: list[dict[str, Any]], train_images: i
     for fraction in config.fractions:
         key = f"{fraction:g}"
         cells = [summary[arm][key] for arm in config.arms]
-        lines.append(f"| {key} | {cells[0]['subset']} | " + " | ".join(
+        count = cells[0]["subset"] if not config.tile else f"{cells[0]['subset']} ({cells[0]['items']} tiles)"
+        lines.append(f"| {key} | {count} | " + " | ".join(
             f"{c['dice']['mean']:.4f} ± {c['dice']['sd']:.4f} ({c['iou']['mean']:.3f}, {c['accuracy']['mean']:.3f})"
             for c in cells) + " |")
     if tests:

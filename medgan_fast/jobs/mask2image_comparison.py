@@ -38,7 +38,7 @@ import yaml
 from .. import console
 from .._version import __version__
 from ..data.grid import save_grid
-from ..data.segmentation import PatchPairDataset
+from ..data.segmentation import PatchPairDataset, validation_split
 from ..errors import DataError, Interrupted
 from ..metrics.distribution import swd
 from ..metrics.quality import psnr, ssim
@@ -103,6 +103,10 @@ def load_comparison(path: str | Path, overrides: list[str] | None = None) -> Com
     return read_settings(path, overrides, ComparisonConfig, ("image_gan", "unet"), "the mask2image experiment")
 
 
+def _training_count(count: int, section: dict[str, Any], seed: int) -> int:
+    return len(validation_split(range(count), section["val_fraction"], seed)[0])
+
+
 def _patch_layout(path: str, name: str) -> tuple[int, int, int]:
     """(patches, channels, side) of a patch set."""
     try:
@@ -130,22 +134,26 @@ def compare_generators(config: ComparisonConfig, progress: bool = True, overwrit
     out, work = Path(config.out), Path(config.work)
     common = {"data": config.data, "image_size": side, "number_channels": channels, "seed": config.seed,
               "n_gpu": int(config.device != "cpu" and torch.cuda.is_available())}
-    runs = {f"image_gan_{g}": section_overrides("image_gan", config.image_gan, count,
+    # Each network trains on the patches its val_fraction leaves (the same draw as its task's).
+    runs = {f"image_gan_{g}": section_overrides("image_gan", config.image_gan, _training_count(count, config.image_gan,
+                                                                                               config.seed),
                                                 {**common, "arch": "Mask2Image", "generator": g})
             for g in config.generators}
-    runs["unet"] = section_overrides("unet", config.unet, count, {**common, "arch": "UNet"})
+    runs["unet"] = section_overrides("unet", config.unet, _training_count(count, config.unet, config.seed),
+                                     {**common, "arch": "UNet"})
     claim_work(config.to_dict(), out, work, overwrite)
-    seconds = {}
+    trained = {}
     try:
         for run, overrides in runs.items():
             console.note(f"training {run} ({work / run})")
-            seconds[run] = round(train_stage(work, run, overrides, progress)[1], 1)
+            record = train_stage(work, run, overrides, progress)
+            trained[run] = {"steps": record["steps"], "seconds": round(record["seconds"], 1)}
         console.check_interrupt()
         result = _score(config, work, out, side, channels)
     except KeyboardInterrupt:
         raise Interrupted(f"finished trainings are kept in {work}/; run the same command again to continue") from None
     result.update(package_version=__version__, command=command, date=time.strftime("%Y-%m-%d"),
-                  train_patches=count, test_patches=test_layout[0], train_seconds=seconds,
+                  train_patches=count, test_patches=test_layout[0], trained=trained,
                   seconds=round(time.perf_counter() - started, 1), config=config.to_dict())
     with AtomicPath(out / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump({"experiment": "mask2image", **config.to_dict()}, sort_keys=False))
@@ -202,16 +210,17 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 def _markdown(config: ComparisonConfig, result: dict[str, Any]) -> str:
     section = config.image_gan
     lines = [f"# Mask -> image generators on {config.data}", "",
-             f"Trained on {result['train_patches']} patches ({section['steps']} steps, batch {section['batch_size']}, "
-             f"width {section['gen_feature_maps']}), scored on the {result['test_patches']} patches of held-out images "
-             f"in {config.test_data}. Mask fidelity: a U-Net ({config.unet['steps']} steps) trained on the real "
+             f"Trained on {result['train_patches']} patches (at least {section['steps']} steps, whole epochs; batch "
+             f"{section['batch_size']}, width {section['gen_feature_maps']}), scored on the {result['test_patches']} patches of held-out images "
+             f"in {config.test_data}. Mask fidelity: a U-Net ({result['trained']['unet']['steps']} steps) trained on the real "
              "training patches segments the generated images; its Dice against the masks they were generated from, "
              "beside its Dice on the real test images.", "",
              "| generator | PSNR (dB) | SSIM | SWD x1e3 | pair SSIM | mask Dice (generated) | Dice (real) | "
-             "train s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "steps | train s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, s in result["scores"].items():
+        trained = result["trained"][f"image_gan_{name}"]
         lines.append(f"| {name} | {s['psnr']:.2f} | {s['ssim']:.4f} | {s['swd']:.1f} | {s['pair_ssim']:.4f} | "
-                     f"{s['mask_dice']:.4f} | {s['real_dice']:.4f} | {result['train_seconds'][f'image_gan_{name}']:.0f} |")
+                     f"{s['mask_dice']:.4f} | {s['real_dice']:.4f} | {trained['steps']} | {trained['seconds']:.0f} |")
     lines += ["", f"Better (higher mask Dice; within {TIE} the lower SWD): **{result['better']}**. Grids: "
                   + ", ".join(f"pairs_{g}.png, noise_{g}.png" for g in config.generators) + ".", ""]
     return "\n".join(lines)

@@ -70,7 +70,8 @@ def read_settings(path: str | Path, overrides: list[str] | None, schema: type, s
 
 def section_overrides(name: str, section: dict[str, Any], train_count: int, settings: dict[str, Any]) -> list[str]:
     """The train overrides of one run from an experiment's section (train keys plus ``steps``):
-    its keys, the epochs its ``steps`` take on `train_count` training items, and the run's own
+    its keys, the epochs its ``steps`` take on `train_count` training items (rounded up to
+    whole epochs, so a run takes at least ``steps``), and the run's own
     `settings` (out, run, seed, data, ...) over both. Checked against the train schema now, so
     a bad key fails before hours of work, naming the section."""
     section = dict(section)
@@ -85,13 +86,14 @@ def section_overrides(name: str, section: dict[str, Any], train_count: int, sett
     return overrides
 
 
-def train_stage(folder: Path, run: str, overrides: list[str], progress: bool) -> tuple[Path, float]:
+def train_stage(folder: Path, run: str, overrides: list[str], progress: bool) -> dict[str, Any]:
     """Trains ``folder/run`` to its end unless an earlier call finished it (``<run>.done.json``);
     a run with a checkpoint resumes from it, one without starts over. What it prints goes to
-    ``<run>.log``. Returns (run folder, seconds it trained)."""
+    ``<run>.log``. Returns the record of ``<run>.done.json``: run, steps, epochs, seconds (of
+    its last call), best and validation."""
     run_dir, done = folder / run, folder / f"{run}.done.json"
     if done.is_file():
-        return run_dir, float(json.loads(done.read_text())["seconds"])
+        return json.loads(done.read_text())
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
     if run_dir.exists() and not resume:
         shutil.rmtree(run_dir)   # stopped before its first checkpoint
@@ -101,9 +103,10 @@ def train_stage(folder: Path, run: str, overrides: list[str], progress: bool) ->
         summary = train(config)
     if summary.run_dir != run_dir:
         raise OutputError(f"work {folder}: run {run} went to {summary.run_dir}; remove the stray folder and run again")
-    write_json({"run": run, "steps": summary.steps, "epochs": summary.epochs, "seconds": round(summary.seconds, 3),
-                "best": summary.best, "validation": summary.validation}, done)
-    return run_dir, summary.seconds
+    record = {"run": run, "steps": summary.steps, "epochs": summary.epochs, "seconds": round(summary.seconds, 3),
+              "best": summary.best, "validation": summary.validation}
+    write_json(record, done)
+    return record
 
 
 def claim_work(settings: dict[str, Any], out: Path, work: Path, overwrite: bool) -> None:

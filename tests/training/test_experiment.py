@@ -173,3 +173,20 @@ def test_the_command_needs_its_config_and_says_where_it_writes(disks, tmp_path):
     assert "runs in" in done.stderr.splitlines()[0] and "results.md" in done.stdout
     assert "Traceback" not in done.stderr
     shutil.rmtree(tmp_path / "work")
+
+
+def test_tiles_are_cut_once_and_subsets_are_drawn_over_source_images(disks, tmp_path):
+    # 80 x 96 images at scale 1.5 -> 120 x 144 -> 1 x 2 tiles of 64 px each.
+    path = _write_config(disks, tmp_path, fractions=[0.25], seeds=[0], arms=["real"], tile=64, scale=1.5)
+    result = run_experiment(load_experiment(path), progress=False)
+    tiles = tmp_path / "work" / "tiles"
+    assert len(list((tiles / "images").glob("*.png"))) == 2 * 12 and len(list((tiles / "masks").glob("*.png"))) == 24
+    subset = (tmp_path / "work" / "f0.25_s0" / "subset.csv").read_text().split()[1:]
+    assert len(subset) == 4 and {tile.rsplit("_", 2)[0] for tile in subset} <= {f"{k:02d}" for k in range(8)}
+    assert result["cells"][0]["subset"] == 2 and result["cells"][0]["items"] == 4 and result["test_images"] == 8
+    assert sorted(result["cells"][0]["arms"]["real"]["dice"]["per_image"]) == sorted(
+        f"{k:02d}_0_{c}" for k in range(8, 12) for c in (0, 1))
+    with pytest.raises(ConfigError, match="tile 64: the U-Net trains on the tiles as they are; set image_size"):
+        load_experiment(path, ["image_size=128"])
+    with pytest.raises(ConfigError, match="scale: rescales images before tiling; set tile too"):
+        load_experiment(path, ["tile=0"])
