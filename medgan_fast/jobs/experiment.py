@@ -41,14 +41,13 @@ import numpy as np
 import torch
 
 from .. import console
-from ..data.segmentation import validation_split
 from ..errors import Interrupted, check_integer
 from ..outputs import AtomicPath
 from ..training import ConfigError
 from .augmentation import AugmentConfig, synthesize_pairs
 from .experiment_data import MIN_SUBSET, Source, prepare_source, write_real_sets
 from .experiment_report import write_report
-from .stages import claim_work, log_to, read_settings, section_overrides, train_stage
+from .stages import claim_work, log_to, read_settings, section_overrides, train_stage, training_count
 from .segmentation import ScoreConfig, evaluate_segmentation
 
 __all__ = ["ARMS", "ExperimentConfig", "load_experiment", "run_experiment"]
@@ -67,9 +66,11 @@ IMAGE_GAN_DEFAULTS = {"steps": 400, "batch_size": 8, "generator": "unet", "gen_f
                       "dis_feature_maps": 16, "gen_depth": 4, "val_fraction": 0.1}
 SECTION_ARCHS = {"unet": "UNet", "image_gan": "Mask2Image"}   # mask_gan: its own arch key
 SECTIONS = {"unet": UNET_DEFAULTS, "mask_gan": MASK_GAN_DEFAULTS, "image_gan": IMAGE_GAN_DEFAULTS}
-# What a section may not set: the experiment decides it per cell (and the U-Net's augment per arm).
-CELL_KEYS = ("arch", "data", "path", "masks", "split", "extra", "out", "run", "seed", "num_epochs", "resume",
-             "image_size", "number_channels", "progress", "n_gpu")
+# What a section may not set: the experiment decides it per cell (and the U-Net's augment per
+# arm); the mask GAN's arch (DCGAN or SNGAN) is the section's own.
+CELL_KEYS = ("data", "path", "masks", "split", "extra", "out", "run", "seed", "num_epochs", "resume", "image_size",
+             "number_channels", "progress", "n_gpu")
+DECIDED_KEYS = {"unet": (*CELL_KEYS, "arch", "augment"), "mask_gan": CELL_KEYS, "image_gan": (*CELL_KEYS, "arch")}
 
 
 @dataclass
@@ -133,8 +134,7 @@ class ExperimentConfig:
             section = getattr(self, name)
             if not isinstance(section, dict):
                 raise ConfigError(f"{name}: expected a mapping of train keys, got {section!r}")
-            decided = [key for key in section if key in CELL_KEYS + (("augment",) if name == "unet" else ())
-                       and not (name == "mask_gan" and key == "arch")]
+            decided = [key for key in section if key in DECIDED_KEYS[name]]
             if decided:
                 raise ConfigError(f"{name}.{decided[0]}: set by the experiment for each cell (give the "
                                   f"experiment's own keys: images, masks, image_size, seeds, ...)")
@@ -249,11 +249,11 @@ def _run_cell(config: ExperimentConfig, source: Source, cell: Cell, bar, progres
         synthetic, synthetic_count = _synthetic_pairs(config, source, cell, items, split, bar, progress)
     record = {"fraction": cell.fraction, "seed": cell.seed, "subset": len(cell.ids), "items": len(items),
               "synthetic": synthetic_count, "arms": {}}
+    real_train = training_count(len(items), config.unet["val_fraction"])
     for arm in config.arms:
         augment, with_gan = ARMS[arm]
         run = "unet_" + arm.replace("+", "_")
         extra = synthetic if with_gan else None
-        real_train = len(validation_split(items, config.unet["val_fraction"], cell.seed)[0])
         count = real_train + (synthetic_count if with_gan else 0)
         overrides = [*_section_overrides(config, "unet", cell.seed, count),
                      f"data={source.images}", f"masks={source.masks}", f"split={split}",
@@ -281,13 +281,13 @@ def _synthetic_pairs(config: ExperimentConfig, source: Source, cell: Cell, items
     pairs, masks = cell.folder / "pairs.h5", cell.folder / "masks.h5"
     if not (pairs.is_file() and masks.is_file()):
         write_real_sets(source, split, config.image_size, config.number_channels, cell.label, pairs, masks)
-    for name, data, run in (("mask_gan", masks, "mask_gan"), ("image_gan", pairs, "image_gan")):
-        count = len(items)
-        if name == "image_gan":
-            count = len(validation_split(items, config.image_gan["val_fraction"], cell.seed)[0])
+    # The mask GAN trains on every mask; Mask2Image holds out its val_fraction.
+    gans = (("mask_gan", masks, len(items), "mask GAN"),
+            ("image_gan", pairs, training_count(len(items), config.image_gan["val_fraction"]), "Mask2Image GAN"))
+    for name, data, count, what in gans:
         overrides = [*_section_overrides(config, name, cell.seed, count), f"data={data}"]
-        _stage(bar, f"{cell.label}: {'mask GAN' if name == 'mask_gan' else 'Mask2Image GAN'}")
-        train_stage(cell.folder, run, overrides, progress)
+        _stage(bar, f"{cell.label}: {what}")
+        train_stage(cell.folder, name, overrides, progress)
     out = cell.folder / "synthetic.h5"
     quantity = max(1, int(round(config.synthetic_ratio * len(items))))
     _stage(bar, f"{cell.label}: {quantity} synthetic pairs")

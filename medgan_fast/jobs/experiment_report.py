@@ -68,7 +68,7 @@ def summarise(config, records: list[dict[str, Any]]) -> dict[str, dict[str, dict
                                  "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                                  "per_seed": dict(zip((str(cell["seed"]) for cell in cells), values))}
             entry["subset"] = cells[0]["subset"]
-            entry["items"] = cells[0].get("items", cells[0]["subset"])
+            entry["items"] = cells[0]["items"]
             entry["synthetic"] = cells[0]["synthetic"]
             table.setdefault(arm, {})[f"{fraction:g}"] = entry
     return table

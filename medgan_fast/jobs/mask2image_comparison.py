@@ -38,7 +38,8 @@ import yaml
 from .. import console
 from .._version import __version__
 from ..data.grid import save_grid
-from ..data.segmentation import PatchPairDataset, validation_split
+from ..data.datasets import HDF5_SUFFIXES
+from ..data.segmentation import PatchPairDataset
 from ..errors import DataError, Interrupted
 from ..metrics.distribution import swd
 from ..metrics.quality import psnr, ssim
@@ -49,7 +50,7 @@ from ..training import ConfigError
 from .augmentation import load_image_gan
 from .generation import resolve_device
 from .segmentation import load_segmenter
-from .stages import claim_work, read_settings, section_overrides, train_stage
+from .stages import claim_work, read_settings, section_overrides, train_stage, training_count
 
 __all__ = ["ComparisonConfig", "compare_generators", "load_comparison"]
 
@@ -77,7 +78,7 @@ class ComparisonConfig:
 
     def __post_init__(self):
         for name in ("data", "test_data"):
-            if not str(getattr(self, name)).lower().endswith((".h5", ".hdf5")):
+            if not str(getattr(self, name)).lower().endswith(HDF5_SUFFIXES):
                 raise ConfigError(f"{name}: expected an (image, mask) patch set (.h5, made by python -m "
                                   f"medgan_fast.patches --mode full), got {getattr(self, name)!r}")
         if not isinstance(self.generators, list) or not self.generators or \
@@ -101,10 +102,6 @@ class ComparisonConfig:
 def load_comparison(path: str | Path, overrides: list[str] | None = None) -> ComparisonConfig:
     """The comparison of a YAML file with ``key=value`` overrides (``image_gan.steps=100``)."""
     return read_settings(path, overrides, ComparisonConfig, ("image_gan", "unet"), "the mask2image experiment")
-
-
-def _training_count(count: int, section: dict[str, Any], seed: int) -> int:
-    return len(validation_split(range(count), section["val_fraction"], seed)[0])
 
 
 def _patch_layout(path: str, name: str) -> tuple[int, int, int]:
@@ -135,11 +132,11 @@ def compare_generators(config: ComparisonConfig, progress: bool = True, overwrit
     common = {"data": config.data, "image_size": side, "number_channels": channels, "seed": config.seed,
               "n_gpu": int(config.device != "cpu" and torch.cuda.is_available())}
     # Each network trains on the patches its val_fraction leaves (the same draw as its task's).
-    runs = {f"image_gan_{g}": section_overrides("image_gan", config.image_gan, _training_count(count, config.image_gan,
-                                                                                               config.seed),
+    image_gan_count = training_count(count, config.image_gan["val_fraction"])
+    runs = {f"image_gan_{g}": section_overrides("image_gan", config.image_gan, image_gan_count,
                                                 {**common, "arch": "Mask2Image", "generator": g})
             for g in config.generators}
-    runs["unet"] = section_overrides("unet", config.unet, _training_count(count, config.unet, config.seed),
+    runs["unet"] = section_overrides("unet", config.unet, training_count(count, config.unet["val_fraction"]),
                                      {**common, "arch": "UNet"})
     claim_work(config.to_dict(), out, work, overwrite)
     trained = {}

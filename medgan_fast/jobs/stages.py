@@ -17,12 +17,14 @@ from typing import Any
 
 import yaml
 
+from ..data.segmentation import validation_split
 from ..errors import OutputError
 from ..outputs import AtomicPath, write_json
 from ..training import ConfigError, load_config, train
 from ..training.config import read_yaml
 
-__all__ = ["RUN_SETTINGS", "claim_work", "log_to", "read_settings", "section_overrides", "train_stage"]
+__all__ = ["RUN_SETTINGS", "claim_work", "log_to", "read_settings", "section_overrides", "train_stage",
+           "training_count"]
 
 # What every training run of an experiment sets, whatever its section says.
 RUN_SETTINGS = {"loader_workers": 0, "checkpoint_every": 200, "keep_checkpoints": 1, "log_every": 20,
@@ -66,6 +68,12 @@ def read_settings(path: str | Path, overrides: list[str] | None, schema: type, s
         if kinds[key] is str and value is not None and not isinstance(value, str):
             values[key] = str(value)
     return schema(**values)
+
+
+def training_count(items: int, val_fraction: float) -> int:
+    """How many of `items` a run trains on once its task holds out ``val_fraction`` of them
+    (:func:`validation_split`: the count does not depend on the seed)."""
+    return len(validation_split(range(items), val_fraction)[0])
 
 
 def section_overrides(name: str, section: dict[str, Any], train_count: int, settings: dict[str, Any]) -> list[str]:

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..data.datasets import HDF5_SUFFIXES
 from ..data.segmentation import PatchPairDataset, SegmentationDataset, split_pairs
 from ..metrics.quality import psnr, ssim
 from ..models.mask2image import GENERATORS, MultiScalePatchDiscriminator
@@ -96,7 +97,7 @@ class Mask2ImageTask(Task):
             images, masks = sample_tiles(config.number_channels)
             augmented = SegmentationDataset.from_arrays(list(zip(images, masks)), augment=options.augment, **common)
         else:
-            if config.data is None or not str(config.data).lower().endswith((".h5", ".hdf5")):
+            if config.data is None or not str(config.data).lower().endswith(HDF5_SUFFIXES):
                 raise ConfigError(f"data: arch Mask2Image trains on an (image, mask) patch set (.h5, made by "
                                   f"python -m medgan_fast.patches --mode full), got {config.data!r}")
             augmented = PatchPairDataset(config.data, augment=options.augment, **common)
