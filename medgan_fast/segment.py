@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--epochs", type=int, help="default 30")
     fit.add_argument("--batch-size", type=int, help="default 8")
     fit.add_argument("--lr", type=float, help="Adam learning rate (default 0.001)")
+    fit.add_argument("--lr-schedule", choices=("constant", "cosine"),
+                     help="cosine: the rate falls to zero over the epochs (default constant)")
     fit.add_argument("--loss", choices=LOSSES, help="default bce+dice")
     fit.add_argument("--augment", choices=("none", "classical"),
                      help="classical: flips, 90-degree turns, elastic deformation (default)")
@@ -100,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 # segment train's options and the train keys they set; the defaults apply without --config.
 TRAIN_KEYS = {"images": "data", "masks": "masks", "split": "split", "val_fraction": "val_fraction",
               "image_size": "image_size", "epochs": "num_epochs", "batch_size": "batch_size", "lr": "learning_rate",
-              "loss": "segmentation_loss", "augment": "augment", "extra": "extra", "num_classes": "num_classes",
+              "lr_schedule": "lr_schedule", "loss": "segmentation_loss", "augment": "augment", "extra": "extra", "num_classes": "num_classes",
               "monitor": "monitor", "out": "out", "run": "run"}
 TRAIN_DEFAULTS = {"val_fraction": 0.1, "image_size": 128, "epochs": 30, "batch_size": 8, "lr": 1e-3,
                   "loss": "bce+dice", "augment": "classical", "num_classes": 1, "monitor": "val_dice max",

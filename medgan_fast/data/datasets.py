@@ -32,7 +32,7 @@ from .sample import SAMPLE_NAME, sample_image
 
 __all__ = [
     "HDF5_SUFFIXES", "FolderDataset", "ImageDataset", "PatchSetDataset", "SampleDataset", "convert_channels",
-    "find_images", "item_rng", "resize_and_crop", "to_unit_float",
+    "find_images", "item_rng", "random_crop", "resize_and_crop", "to_unit_float",
 ]
 
 LUMA = (0.299, 0.587, 0.114)   # ITU-R 601-2, Pillow's RGB -> L weights
@@ -92,10 +92,15 @@ class ImageDataset(Dataset):
         flip: random horizontal and vertical flips (each with probability 1/2).
         seed: with the key, fixes every random choice.
 
-    ``max_images`` (0: all) keeps only the first items, for a quick trial run.
+    ``max_images`` (0: all) keeps only the first items, for a quick trial run. ``random_crop``
+    (CycleGAN's preprocessing) replaces the resize and centre crop: the shorter side is
+    resized to ``load_size`` when it is set (else only when it is shorter than S) and an S x S
+    window is cut at a random place.
     """
 
     max_images: int = 0
+    random_crop: bool = False
+    load_size: int = 0
 
     def __init__(self, image_size: int, channels: int, flip: bool = False, seed: int = 0):
         if channels not in (1, 3):
@@ -122,13 +127,30 @@ class ImageDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         rng = item_rng(self.seed, epoch, index)
-        image = resize_and_crop(convert_channels(self.load(index, rng), self.channels), self.image_size)
+        image = convert_channels(self.load(index, rng), self.channels)
+        if self.random_crop:
+            image = random_crop(image, self.image_size, self.load_size, rng)
+        else:
+            image = resize_and_crop(image, self.image_size)
         if self.flip:
             horizontal, vertical = rng.random(2) < 0.5
             dims = [d for d, flip in ((2, horizontal), (1, vertical)) if flip]
             if dims:
                 image = image.flip(dims)
         return image.mul(2).sub_(1).contiguous()
+
+
+def random_crop(image: torch.Tensor, size: int, load_size: int, rng: np.random.Generator) -> torch.Tensor:
+    """(C, H, W) -> (C, size, size): the shorter side resized to `load_size` (0: to `size`
+    only when shorter), then a window at a random place drawn from `rng`."""
+    target = load_size or max(size, min(image.shape[1:]))
+    if min(image.shape[1:]) != target:
+        h, w = image.shape[1:]
+        new_h, new_w = (target, max(target, round(target * w / h))) if h <= w else (max(target, round(target * h / w)), target)
+        image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False,
+                              antialias=min(h, w) > target)[0].clamp_(0, 1)
+    top, left = (int(rng.integers(0, n - size + 1)) for n in image.shape[1:])
+    return image[:, top:top + size, left:left + size]
 
 
 # ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from PIL import Image
 from ..errors import DataError
 
 __all__ = [
-    "IMAGE_SUFFIXES", "DataError", "find_pairs", "image_from_array", "is_lossy", "list_images", "mask_from_array", "read_array",
+    "IMAGE_SUFFIXES", "DataError", "find_pairs", "image_channels", "image_from_array", "is_lossy", "list_images", "mask_from_array", "read_array",
     "read_image", "read_mask",
 ]
 
@@ -90,6 +90,29 @@ def _read_tiff(path: Path) -> np.ndarray:
     if "S" in kept_axes:
         array = np.moveaxis(array, kept_axes.index("S"), -1)
     return array
+
+
+def image_channels(path: str | Path) -> int:
+    """The channels :func:`read_image` gives for `path` (1 grey, 3 colour), from the file's
+    header where the format has one (PNG/JPEG/TIFF), so a folder is checked without decoding it.
+
+    Raises:
+        DataError: unreadable file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in PIL_SUFFIXES:
+            with Image.open(path) as image:
+                bands = len(image.getbands()) if image.mode != "P" else 3
+        elif suffix in TIFF_SUFFIXES:
+            with tifffile.TiffFile(path) as tiff:
+                bands = tiff.pages.first.samplesperpixel
+        else:
+            return read_image(path).shape[0]
+    except Exception as error:
+        raise DataError(f"{path}: cannot read ({type(error).__name__}: {error})") from error
+    return 1 if bands <= 2 else 3   # alpha is dropped: LA -> grey, RGBA -> RGB
 
 
 # ---------------------------------------------------------------------------------------

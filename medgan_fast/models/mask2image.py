@@ -51,6 +51,7 @@ from torch import nn
 
 from ..errors import check_integer
 from ..nn import fuse_spectral_norm, spectral_norm
+from .patchgan import PatchGAN
 
 __all__ = ["GENERATORS", "MultiScalePatchDiscriminator", "NoiseUNetGenerator", "SpadeGenerator"]
 
@@ -184,30 +185,6 @@ class SpadeGenerator(nn.Module):
 GENERATORS = {"unet": NoiseUNetGenerator, "spade": SpadeGenerator}
 
 
-class _PatchDiscriminator(nn.Module):
-    """pix2pix's PatchGAN (n_layers 3: a 70-pixel receptive field) on concat(mask, image),
-    instance norm in place of batch norm, spectral norm on every convolution; returns the
-    features after each layer, the last being the (N, 1, h, w) logits."""
-
-    def __init__(self, channels: int, width: int):
-        super().__init__()
-        widths = [width, width * 2, width * 4, width * 8]
-        layers = [nn.Sequential(spectral_norm(nn.Conv2d(1 + channels, widths[0], 4, 2, 1)), nn.LeakyReLU(0.2))]
-        for index in range(1, 4):
-            stride = 2 if index < 3 else 1
-            layers.append(nn.Sequential(spectral_norm(nn.Conv2d(widths[index - 1], widths[index], 4, stride, 1)),
-                                        nn.InstanceNorm2d(widths[index], affine=True), nn.LeakyReLU(0.2)))
-        layers.append(spectral_norm(nn.Conv2d(widths[3], 1, 4, 1, 1)))
-        self.layers = nn.ModuleList(layers)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = []
-        for layer in self.layers:
-            x = layer(x)
-            features.append(x)
-        return features
-
-
 class MultiScalePatchDiscriminator(nn.Module):
     """pix2pixHD's multi-scale discriminator: one PatchGAN per scale, the input average-pooled
     by 2 between scales (a 70-pixel window at full resolution, 140 at half, ...).
@@ -217,7 +194,7 @@ class MultiScalePatchDiscriminator(nn.Module):
         width: channels of each PatchGAN's first layer.
         scales: how many discriminators (1 to 3).
 
-    forward(mask, image) -> one feature list per scale (see :class:`_PatchDiscriminator`).
+    forward(mask, image) -> one feature list per scale (see :class:`.patchgan.PatchGAN`).
     """
 
     def __init__(self, channels: int = 1, width: int = 64, scales: int = 2):
@@ -227,7 +204,10 @@ class MultiScalePatchDiscriminator(nn.Module):
         if scales > 3:
             raise ValueError(f"scales: expected 1 to 3, got {scales}")
         self.channels = channels
-        self.scales = nn.ModuleList(_PatchDiscriminator(channels, width) for _ in range(scales))
+        # Instance norm (affine) in place of pix2pix's batch norm, spectral norm on every convolution.
+        self.scales = nn.ModuleList(
+            PatchGAN(1 + channels, width, 3, norm=lambda c: nn.InstanceNorm2d(c, affine=True), wrap=spectral_norm)
+            for _ in range(scales))
         fuse_spectral_norm(self)
 
     def forward(self, mask: torch.Tensor, image: torch.Tensor) -> list[list[torch.Tensor]]:

@@ -1,5 +1,7 @@
 """Layers built on our kernels."""
 
+from .instance_norm import StatisticsInstanceNorm, record_statistics, reuse_statistics
 from .spectral_norm import SpectralNorm, fuse_spectral_norm, spectral_norm
 
-__all__ = ["SpectralNorm", "fuse_spectral_norm", "spectral_norm"]
+__all__ = ["SpectralNorm", "StatisticsInstanceNorm", "fuse_spectral_norm", "record_statistics", "reuse_statistics",
+           "spectral_norm"]

@@ -56,7 +56,7 @@ SAMPLE_PRESET: dict[str, Any] = {
 
 # The keys' schema: what each means (train --help prints it) and the values _validate accepts.
 KEY_HELP: dict[str, str] = {
-    'arch': 'DCGAN, SNGAN, UNet, Mask2Image, or Generator (write `quantity` images from checkpoint `path`)',
+    'arch': 'DCGAN, SNGAN, UNet, Mask2Image, CycleGAN, or Generator (write `quantity` images from checkpoint `path`)',
     'path': 'training images (folder or .h5), or the checkpoint for arch Generator',
     'out': 'outputs go to <out>/<run>/ (for arch Generator: the folder or .h5 to write)',
     'run': 'run name; empty: <arch><image_size>, e.g. dcgan64',

@@ -11,6 +11,8 @@ Losses (D returns logits):
   BCE(D(G(z)), 1), the non-saturating loss. BCE with logits is the users' Sigmoid + BCELoss
   computed stably.
 - ``hinge``: D: mean(relu(1 - D(x))) + mean(relu(1 + D(G(z)))); G: -mean(D(G(z))).
+- ``lsgan`` (least squares, Mao et al. 2017; CycleGAN's default): D: mean((D(x) - t)^2) +
+  mean(D(G(z))^2); G: mean((D(G(z)) - 1)^2).
 
 Metrics: loss_d, loss_g, d_x = mean sigmoid(D(x)), d_g_z = mean sigmoid(D(G(z))) before the D
 update and d_g_z2 after it (the users' D(x), D(G(z)) printout).
@@ -38,6 +40,8 @@ def discriminator_loss(real: torch.Tensor, fake: torch.Tensor, loss: str, real_t
     real, fake = real.float(), fake.float()
     if loss == "hinge":
         return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+    if loss == "lsgan":
+        return (real - real_target).square().mean() + fake.square().mean()
     return (F.binary_cross_entropy_with_logits(real, torch.full_like(real, real_target))
             + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
 
@@ -47,6 +51,8 @@ def generator_loss(fake: torch.Tensor, loss: str) -> torch.Tensor:
     fake = fake.float()
     if loss == "hinge":
         return -fake.mean()
+    if loss == "lsgan":
+        return (fake - 1).square().mean()
     return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
 
 

@@ -44,7 +44,7 @@ import torch
 
 from .. import console
 from ..errors import Interrupted
-from . import gan, mask2image, segmentation  # noqa: F401  (register DCGAN, SNGAN, Mask2Image and UNet)
+from . import cyclegan, gan, mask2image, segmentation  # noqa: F401  (register CycleGAN, DCGAN, SNGAN, Mask2Image, UNet)
 from .checkpoint import get_rng_state, prune_checkpoints, save_checkpoint, step_checkpoint_name
 from .config import ConfigError, TrainConfig
 from .data import build_loader, build_validation_loader
@@ -154,7 +154,7 @@ def _train(config: TrainConfig, dist: Distributed) -> RunSummary:
     config = claim_run_dir(config, dist, resuming=checkpoint is not None)
     try:
         run = _Run(config, dist, checkpoint, started)
-        for epoch in range(run.position.epoch, run.config.num_epochs):
+        for epoch in range(run.position.epoch, run.epochs):
             run.train_epoch(epoch)
             run.end_epoch(epoch)
         return run.finish()
@@ -181,6 +181,7 @@ class _Run:
         self.validation_loader = (None if self.validation_set is None else
                                   build_validation_loader(self.validation_set, config, pin_memory=pin_memory))
         self.task = task_class(Context(config, dist))
+        self.epochs = task_class.epochs(config)
         _check_monitor(config, self.task, self.validation_set is not None)
         default = self.task.default_monitor.split() if self.validation_set is not None else None
         self.monitored = config.monitored or (tuple(default) if default else None)
@@ -224,7 +225,7 @@ class _Run:
         self.sampler.set_epoch(epoch, position.batch * config.batch_size)
         self.tick = (time.perf_counter(), position.step)
         bar = console.progress_bar(config.progress and self.dist.is_main, self.loader,
-                                   desc=f"epoch {epoch + 1}/{config.num_epochs}", total=position.steps_per_epoch,
+                                   desc=f"epoch {epoch + 1}/{self.epochs}", total=position.steps_per_epoch,
                                    initial=position.batch, unit="step", leave=False)
         for batch in bar:
             console.check_interrupt()
@@ -246,7 +247,7 @@ class _Run:
         self.write_validation(epoch)
         self.task.on_epoch_end(epoch)
         if self.writer is not None:
-            if (epoch + 1) % config.sample_every == 0 or epoch + 1 == config.num_epochs:
+            if (epoch + 1) % config.sample_every == 0 or epoch + 1 == self.epochs:
                 grids = self.task.sample()
                 grids = {"": Grid(grids)} if isinstance(grids, torch.Tensor) else grids
                 self.writer.sample(epoch, grids)
@@ -314,7 +315,7 @@ class _Run:
         if self.checkpoint_path is None and (run_dir / "checkpoints" / "last.pt").is_file():
             self.checkpoint_path = run_dir / "checkpoints" / "last.pt"   # a resumed run with nothing left to do
         return RunSummary(run_dir=run_dir, arch=self.config.arch, image_size=self.config.image_size,
-                          data=repr(self.dataset), epochs=self.config.num_epochs, steps=self.position.step,
+                          data=repr(self.dataset), epochs=self.epochs, steps=self.position.step,
                           seconds=time.perf_counter() - self.started, checkpoint=self.checkpoint_path,
                           samples=sorted((run_dir / "samples").glob("*epoch_*.png")) if self.dist.is_main else [],
                           resumed_from=self.resumed_from, rank=self.dist.rank,

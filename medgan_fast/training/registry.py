@@ -174,6 +174,11 @@ class Task:
         validation."""
         return build_dataset(config), None
 
+    @classmethod
+    def epochs(cls, config: TrainConfig) -> int:
+        """How many epochs the run trains (CycleGAN adds its decay epochs)."""
+        return config.num_epochs
+
     def train_step(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
         """Trains on one batch (`step`: batches trained before it, over the whole run);
         returns 0-d metric tensors (read only at log steps, so the GPU is not synchronised

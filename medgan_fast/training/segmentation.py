@@ -12,7 +12,8 @@ image) and scaled to [-1, 1]; masks are binarised (instance maps too) unless ``n
 Losses on the logits: ``bce`` (binary cross-entropy, or cross-entropy for class maps),
 ``dice`` (1 - soft Dice per image, of the sigmoid or softmax), ``bce+dice`` their sum (the
 default: BCE gives dense gradients early, Dice balances the small foreground of sparse
-particles). Optimiser: Adam(learning_rate, betas (0.9, 0.999)), as our users' notebook.
+particles). Optimiser: Adam(learning_rate, betas (0.9, 0.999)), as our users' notebook; ``lr_schedule``
+cosine lowers the rate along a half cosine to zero at the last epoch.
 
 Validation: ``val_loss`` and the per-image means of ``val_dice``, ``val_iou`` and
 ``val_accuracy`` (:mod:`medgan_fast.metrics.segmentation`, prediction = logit > 0, i.e.
@@ -23,6 +24,7 @@ mask's contour in green.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +69,8 @@ class UNetOptions:
     num_classes: int = option(1, "1: binary masks (instance maps binarised); >= 2: class maps", at_least=1)
     depth: int = option(4, "U-Net down-sampling levels (image_size must be a multiple of 2**depth)", at_least=1)
     width: int = option(32, "U-Net channels of the first level (doubled at each level)", at_least=1)
+    lr_schedule: str = option("constant", "constant, or cosine: the learning rate falls along a half cosine "
+                              "to zero over num_epochs (stepped each epoch)", choices=("constant", "cosine"))
     mask_threshold: float | None = option(None, "masks in a lossy format (JPEG): foreground is value >= it",
                                           valid="a number or null")
 
@@ -111,7 +115,7 @@ class UNetTask(Task):
     """U-Net segmentation (see the module docstring)."""
 
     resume_fixed = ("image_size", "number_channels", "masks", "split", "val_fraction", "extra", "num_classes",
-                    "depth", "width", "augment", "mask_threshold")
+                    "depth", "width", "augment", "mask_threshold", "lr_schedule")
     progress_metrics = ("loss", "dice")
     validation_metrics = ("val_loss", "val_dice", "val_iou", "val_accuracy")
     default_monitor = "val_loss min"
@@ -160,8 +164,12 @@ class UNetTask(Task):
         fused = context.device.type == "cuda"
         self.optimizers = {"unet": torch.optim.Adam(self.models["unet"].parameters(), config.learning_rate,
                                                     fused=fused)}
+        if options.lr_schedule == "cosine":
+            epochs = config.num_epochs
+            self.schedulers = {"unet": torch.optim.lr_scheduler.LambdaLR(
+                self.optimizers["unet"], lambda epoch: 0.5 * (1 + math.cos(math.pi * min(epoch, epochs) / epochs)))}
         self.notes.append(f"U-Net depth {options.depth}, width {options.width}, {options.num_classes} output(s); "
-                          f"Adam lr {config.learning_rate:g}; loss {options.segmentation_loss}; "
+                          f"Adam lr {config.learning_rate:g} ({options.lr_schedule}); loss {options.segmentation_loss}; "
                           f"augment {options.augment}")
         self._grid_batch: dict[str, torch.Tensor] | None = None
 
