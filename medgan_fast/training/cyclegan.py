@@ -47,7 +47,6 @@ from typing import Any
 
 import h5py
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..data.datasets import HDF5_SUFFIXES, FolderDataset, ImageDataset, PatchSetDataset, item_rng

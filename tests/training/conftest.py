@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from medgan_fast.data.patchset import PatchSetWriter, make_meta
@@ -89,4 +90,26 @@ def disks(tmp_path_factory):
         Image.fromarray(labels).save(root / "masks" / f"{k:02d}.png")
     (root / "train.csv").write_text("".join(f"{k:02d}\n" for k in range(8)))
     (root / "test.csv").write_text("".join(f"{k:02d}\n" for k in range(8, 12)))
+    return root
+
+
+# ResNet-6 generators and 2-layer PatchGANs of width 4 on 64 px: a step takes ~0.1 s.
+TINY_CYCLEGAN = ["arch=CycleGAN", "image_size=64", "gen_feature_maps=4", "dis_feature_maps=4", "netG=resnet_6blocks",
+                 "netD=n_layers", "n_layers_D=2", "batch_size=2", "num_epochs=1", "decay_epochs=1", "loader_workers=0",
+                 "n_gpu=0", "progress=false", "log_every=1", "metric_images=4", "pool_size=3", "checkpoint_every=1",
+                 "flip=true"]
+
+
+@pytest.fixture(scope="module")
+def domains(tmp_path_factory):
+    """Domain A: 6 RGB PNGs of 80 x 72 px (pink, H&E-like); B: 5 16-bit RGB TIFFs (brown)."""
+    root = tmp_path_factory.mktemp("domains")
+    rng = np.random.default_rng(0)
+    (root / "a").mkdir(), (root / "b").mkdir()
+    for i in range(6):
+        pixels = (rng.random((72, 80, 3)) * [60, 40, 60] + [180, 120, 170]).astype(np.uint8)
+        Image.fromarray(pixels).save(root / "a" / f"a{i}.png")
+    for i in range(5):
+        pixels = (rng.random((70, 70, 3)) * [8000, 8000, 6000] + [30000, 20000, 10000]).astype(np.uint16)
+        tifffile.imwrite(root / "b" / f"b{i}.tif", pixels)
     return root
