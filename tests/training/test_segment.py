@@ -152,3 +152,12 @@ def test_a_unet_trains_on_a_patch_set_with_a_seeded_validation_part(pairs, tmp_p
     assert summary.best is not None and (summary.run_dir / "checkpoints" / "best.pt").is_file()
     with pytest.raises(ConfigError, match="a patch set holds its own masks"):
         UNetTask.datasets(load_config(None, [*TINY_UNET, f"data={pairs}", "masks=somewhere"]))
+
+
+def test_the_cosine_schedule_falls_to_zero_over_the_epochs(disks, tmp_path):
+    summary = train(_config(disks, tmp_path, "num_epochs=4", "lr_schedule=cosine"))
+    records = [json.loads(line) for line in (summary.run_dir / "log.jsonl").read_text().splitlines()]
+    rates = {r["epoch"]: r["lr_unet"] for r in records if "lr_unet" in r}
+    assert [round(rates[e] / 0.01, 4) for e in (1, 2, 3, 4)] == [1.0, 0.8536, 0.5, 0.1464]
+    checkpoint = load_checkpoint(summary.run_dir / "checkpoints" / "last.pt")
+    assert checkpoint["schedulers"]["unet"]["last_epoch"] == 4
