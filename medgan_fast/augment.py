@@ -52,10 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> str:
-    missing = [flag for flag, value in (("--mask-gan", args.mask_gan), ("--image-gan", args.image_gan),
-                                        ("--quantity", args.quantity), ("--out", args.out)) if value is None]
-    if missing:
-        raise cli.UsageError(f"{', '.join(missing)} required (see python -m medgan_fast.augment --help)")
+    cli.require(args, PROG, "--mask-gan", "--image-gan", "--quantity", "--out")
     return str(synthesize_pairs(AugmentConfig(
         mask_gan=args.mask_gan, image_gan=args.image_gan, quantity=args.quantity, out=args.out, seed=args.seed,
         batch_size=args.batch_size, threshold=args.threshold, real_areas=args.real_areas, device=args.device,

@@ -38,6 +38,14 @@ class UsageError(Exception):
     """Arguments that do not go together (argparse cannot tell): usage, one line, exit 2."""
 
 
+def require(args: argparse.Namespace, prog: str, *flags: str) -> None:
+    """Raises UsageError naming those of `flags` (e.g. "--out") that were not given; for
+    options that are required unless --help is asked (argparse would refuse --help too)."""
+    missing = [flag for flag in flags if getattr(args, flag.lstrip("-").replace("-", "_")) is None]
+    if missing:
+        raise UsageError(f"{', '.join(missing)} required (see {prog} --help)")
+
+
 def one_line(error: BaseException) -> str:
     """The message of a known error as one line. An error raised in a DataLoader worker comes
     back wrapped ("Caught DataError in DataLoader worker process 0. Original Traceback ...");

@@ -51,10 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> str:
-    missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--direction", args.direction),
-                                        ("--input", args.input), ("--out", args.out)) if value is None]
-    if missing:
-        raise cli.UsageError(f"{', '.join(missing)} required (see {PROG} --help)")
+    cli.require(args, PROG, "--checkpoint", "--direction", "--input", "--out")
     return translate(TranslateConfig(
         checkpoint=args.checkpoint, direction=args.direction, input=args.input, out=args.out, tile=args.tile,
         overlap=args.overlap, batch_size=args.batch_size, thumbnail=args.thumbnail, device=args.device,
