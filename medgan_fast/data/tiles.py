@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ..errors import check_integer
 
-__all__ = ["count_tiles", "predict_tiled", "predict_tiled_rows", "tile_origins"]
+__all__ = ["count_tiles", "predict_tiled", "predict_tiled_rows", "tile_edges", "tile_origins"]
 
 
 def _check_tile(tile: int, overlap: int) -> None:
@@ -62,6 +62,13 @@ def count_tiles(height: int, width: int, tile: int, overlap: int, multiple: int 
     """How many tiles :func:`predict_tiled` and :func:`predict_tiled_rows` run on an H x W image."""
     tile = _check_arguments(tile, overlap, multiple, 1)
     return len(tile_origins(max(height, tile), tile, overlap)) * len(tile_origins(max(width, tile), tile, overlap))
+
+
+def tile_edges(length: int, tile: int, overlap: int) -> list[int]:
+    """The lines k (0 <= k < length - 1) where a tile starts at k + 1 or ends at k, inside an
+    axis of ``length`` pixels: where a seam would show (:func:`medgan_fast.metrics.seams.seam_ratio`)."""
+    origins = tile_origins(length, tile, overlap)
+    return sorted({o - 1 for o in origins if o > 0} | {o + tile - 1 for o in origins if o + tile < length})
 
 
 def _ramp(tile: int, overlap: int, start: bool, end: bool) -> Tensor:

@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 
 from medgan_fast.data.sample import sample_image
-from medgan_fast.data.tiles import tile_origins
+from medgan_fast.data.tiles import tile_edges
 from medgan_fast.errors import DataError, OutputError
 from medgan_fast.jobs import translation
 from medgan_fast.jobs.checkpoints import load_trained
 from medgan_fast.jobs.translation import TranslateConfig, translate
+from medgan_fast.metrics.seams import seam_ratio
 from medgan_fast.training import CheckpointError, ConfigError, load_config, train
 from medgan_fast.training.cyclegan import build_translator
 
@@ -38,23 +39,8 @@ def _config(checkpoint, source, out, **changes):
                            **{"direction": "AtoB", "tile": 128, "overlap": 32, "progress": False, **changes})
 
 
-def _line_steps(image: np.ndarray, axis: int) -> np.ndarray:
-    """Mean |difference| between each pair of neighbouring lines along `axis` (1 rows, 2 columns)."""
-    return np.abs(np.diff(image.astype(np.float64), axis=axis)).mean(axis=tuple(a for a in range(3) if a != axis))
-
-
 def _seam_ratio(image: np.ndarray, tile: int, overlap: int) -> float:
-    """Mean step across tile edges / mean step across all other lines."""
-    ratios = []
-    for axis in (1, 2):
-        steps = _line_steps(image, axis)   # steps[k]: line k -> k + 1
-        length = image.shape[axis]
-        origins = tile_origins(length, tile, overlap)
-        edges = {o - 1 for o in origins if o > 0} | {o + tile - 1 for o in origins if o + tile < length}
-        inside = np.ones(len(steps), bool)
-        inside[list(edges)] = False
-        ratios.append(steps[list(edges)].mean() / steps[inside].mean())
-    return max(ratios)
+    return seam_ratio(torch.from_numpy(image), *(tile_edges(n, tile, overlap) for n in image.shape[1:]))
 
 
 def _whole_image(checkpoint, image: np.ndarray) -> np.ndarray:
