@@ -10,7 +10,8 @@ Generators (``netG``), images (N, C, H, W) in [-1, 1] in and out:
 
 - ``unet_128`` / ``unet_256``: pix2pix's U-Net with 7 / 8 stride-2 4x4 convolutions down
   (LReLU 0.2, norm; none on the outermost and innermost) and 4x4 transposed convolutions up
-  (ReLU, norm), each level's output concatenated with its mirror; tanh. H, W multiples of
+  (ReLU, norm), each level's output concatenated after its mirror's LReLU'd output (as the
+  reference computes it, so its weights load and give the same images); tanh. H, W multiples of
   128 / 256 (:attr:`multiple`).
 - ``resnet_9blocks`` / ``resnet_6blocks``: reflect-pad 7x7 conv, two stride-2 3x3 convs,
   9 / 6 residual blocks (reflect-padded 3x3 conv, norm, ReLU, 3x3 conv, norm), two
@@ -40,6 +41,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import check_integer
@@ -99,7 +101,9 @@ class UNetGenerator(nn.Module):
             skips.append(x)
         skips.pop()   # the innermost output is x itself
         for block in self.up[:-1]:
-            x = torch.cat([block(x), skips.pop()], 1)   # pix2pix order: [upsampled, skip]
+            # pix2pix's order, [skip, upsampled]; its skip has been through the next level's
+            # LeakyReLU, which runs in place there, so the same weights give the same images.
+            x = torch.cat([F.leaky_relu(skips.pop(), 0.2), block(x)], 1)
         return self.up[-1](x)
 
 
