@@ -38,6 +38,8 @@ examples:
   {PROG} --config configs/sngan128.yaml --set num_epochs=50 --set loss=hinge
   {PROG} --set data=patches.h5 --set image_size=64 --set number_channels=3 --set run=nuclei
       train on the patch set that `python -m medgan_fast.patches` writes
+  {PROG} --config configs/cyclegan_anhir.yaml
+      CycleGAN from H&E to IHC tiles (unpaired); then python -m medgan_fast.translate
   {PROG} --config configs/sngan128.yaml --set resume=true
       continue the run in <out>/<run>/ from checkpoints/last.pt (exactly where it stopped)
   torchrun --nproc_per_node=4 -m medgan_fast.train --config configs/sngan128.yaml
