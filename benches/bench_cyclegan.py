@@ -24,7 +24,8 @@ generators and discriminators have the same parameter counts, and that our gener
 the reference's weights makes the same images.
 
 The peer is not part of this repository. The bench imports it from the folder named by
-MEDGAN_PEER_CYCLEGAN (default /work/peers/pytorch-CycleGAN-and-pix2pix when that exists);
+MEDGAN_PEER_CYCLEGAN (default: peers/pytorch-CycleGAN-and-pix2pix in the checkout, ignored by
+git and carried to the GPU machine, or /work/peers/pytorch-CycleGAN-and-pix2pix);
 without it the training tests skip and say how to get it. Only four of its files run:
 models/networks.py, models/base_model.py, models/cycle_gan_model.py and util/image_pool.py.
 Its ``models`` and ``util`` packages are put in sys.modules as bare namespace modules (so
@@ -100,7 +101,9 @@ from medgan_fast.training.registry import Context
 SIZE, COUNT, WIDTH = 128, 16, 64
 TILE, OVERLAP, TILE_BATCH = 256, 32, 8
 PEER_URL = "https://github.com/junyanz/pytorch-CycleGAN-and-pix2pix"
-DEFAULT_PEER = Path("/work/peers/pytorch-CycleGAN-and-pix2pix")
+DEFAULT_PEER = next((path for path in (Path(__file__).resolve().parents[1] / "peers" / "pytorch-CycleGAN-and-pix2pix",
+                                       Path("/work/peers/pytorch-CycleGAN-and-pix2pix")) if path.is_dir()),
+                    Path("/work/peers/pytorch-CycleGAN-and-pix2pix"))
 BENCHES = Path(__file__).resolve().parent
 REPO = BENCHES.parent
 # The same settings on both sides (our option names; the peer's opt below spells them its way).
