@@ -18,7 +18,7 @@ __all__ = ["load_trained"]
 def load_trained(path: str | Path, arch: str, model: str, build: Callable[[TrainConfig], nn.Module], refusal: str,
                  device: torch.device | str = "cpu") -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
     """``models[model]`` of the arch-`arch` checkpoint at `path`, built by `build` from its
-    config, in eval mode on `device`; the config; and {"step", "epoch", "best"}.
+    config, in eval mode and channels_last on `device`; the config; and {"step", "epoch", "best"}.
 
     Raises:
         CheckpointError: missing or unreadable file; a checkpoint of another architecture
@@ -36,4 +36,7 @@ def load_trained(path: str | Path, arch: str, model: str, build: Callable[[Train
         raise CheckpointError(f"{path}: the checkpoint does not hold a {arch} {model} this version can build "
                               f"({error})") from error
     info = {"step": checkpoint["step"], "epoch": checkpoint.get("epoch"), "best": checkpoint.get("best")}
-    return network.to(device).eval(), config, info
+    # channels_last as in training: the same kernels, and on the CPU oneDNN's convolutions and
+    # nearest upsampling (torch 2.14: 3-8x faster than on NCHW at the Mask2Image generator's
+    # shapes) run faster on it.
+    return network.to(device, memory_format=torch.channels_last).eval(), config, info

@@ -69,6 +69,16 @@ class _Noise(nn.Module):
         return x + self.strength.to(x.dtype) * noise
 
 
+def _upsample(x: torch.Tensor) -> torch.Tensor:
+    """Nearest 2x upsampling. On the CPU in channels_last: instance norm hands back NCHW
+    tensors, and torch's NCHW nearest upsampling there is 3-8x slower than the copy to
+    channels_last and the upsampling on it (torch 2.14, the generator's shapes at batch 64);
+    on a GPU either layout is fast, so nothing is copied."""
+    if x.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
 def _check_side(name: str, x: torch.Tensor, channels: int, depth: int) -> None:
     if x.ndim != 4 or x.shape[1] != channels or x.shape[2] % 2**depth or x.shape[3] % 2**depth:
         raise ValueError(f"{name}: expected (N, {channels}, H, W) with H and W multiples of {2**depth}, "
@@ -113,7 +123,7 @@ class NoiseUNetGenerator(nn.Module):
             skips.append(x)
         skips.pop()   # the deepest level is x itself
         for conv, norm, noise_input in zip(self.up, self.up_norm, self.noise):
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = _upsample(x)
             x = F.relu(norm(noise_input(conv(x), generator)))
             x = torch.cat([x, skips.pop()], 1)
         return torch.tanh(self.head(x))
@@ -178,7 +188,7 @@ class SpadeGenerator(nn.Module):
         # it through the first block's SPADE: the layout comes from the mask, the style from z.
         x = self.start(z.expand(-1, -1, *side))
         for block in self.blocks:
-            x = F.interpolate(block(x, mask, generator), scale_factor=2.0, mode="nearest")
+            x = _upsample(block(x, mask, generator))
         return torch.tanh(self.head(F.leaky_relu(x, 0.2)))
 
 
