@@ -10,6 +10,7 @@ Thin: --config FILE.yaml + --set key=value -> the experiment's config -> its job
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 from pathlib import Path
 
@@ -22,10 +23,13 @@ EMPS = "../shared/data/emps"
 
 EPILOG = f"""\
 examples, augmentation (EMPS, the official split; about an hour on a 2-core CPU):
-  {PROG} augmentation --config configs/experiment_emps.yaml
-  {PROG} augmentation --config configs/experiment_emps.yaml --set seeds=[0] --set fractions=[0.1,1.0] \\
+  {PROG} augmentation --config configs/augmentation_emps.yaml
+  {PROG} augmentation --config configs/augmentation_emps.yaml --set seeds=[0] --set fractions=[0.1,1.0] \\
       --set unet.steps=200 --set work=runs/quick --set out=quick
       a smaller trial
+  {PROG} augmentation --config configs/augmentation_emps.yaml --shard 1/3   (and 2/3, 3/3, in parallel)
+  {PROG} augmentation --config configs/augmentation_emps.yaml --merge
+      three processes (array jobs, GPUs) share the cells; --merge then writes the report
 
 For each fraction of the real training images (subsets nested, drawn by seed) and each seed,
 a U-Net is trained in the arms {', '.join(ARMS)} (real + classical augmentation, real + GAN
@@ -60,19 +64,38 @@ def build_parser() -> argparse.ArgumentParser:
                         help="augmentation: does GAN augmentation help a U-Net segment? mask2image: which mask -> "
                              "image generator is better, and do its images respect their masks?")
     parser.add_argument("--config", type=Path,
-                        help="the experiment's YAML file (configs/experiment_emps.yaml, configs/mask2image_emps.yaml)")
+                        help="the experiment's YAML file (configs/augmentation_emps.yaml, configs/mask2image_emps.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key (unet.steps=300 for a section's key)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the report in out, and start over a work folder of another config")
+    parser.add_argument("--shard", metavar="K/N", help="augmentation: run only every N-th cell, from the K-th "
+                                                      "(1 <= K <= N), e.g. one array job or GPU; shards share work")
+    parser.add_argument("--merge", action="store_true",
+                        help="augmentation: train nothing; write the report once every shard's cells are done")
     return parser
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """"K/N" -> (K, N), 1 <= K <= N."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise cli.UsageError(f"--shard: expected K/N with 1 <= K <= N, e.g. 1/4, got {text!r}")
+    return int(match[1]), int(match[2])
 
 
 def run(args: argparse.Namespace) -> str:
     if args.experiment is None or args.config is None:
         raise cli.UsageError("give the experiment and its config, e.g. python -m medgan_fast.experiment augmentation "
-                             "--config configs/experiment_emps.yaml")
+                             "--config configs/augmentation_emps.yaml")
     command = f"{PROG} {shlex.join(args.argv)}"
+    shard = parse_shard(args.shard)
+    if args.experiment == "mask2image" and (shard or args.merge):
+        raise cli.UsageError("--shard and --merge are for the augmentation experiment")
+    if shard and args.merge:
+        raise cli.UsageError("--merge runs no cell; give it without --shard, after every shard finished")
     if args.experiment == "mask2image":
         config = load_comparison(args.config, args.set)
         result = compare_generators(config, progress=args.progress, overwrite=args.overwrite, command=command)
@@ -81,9 +104,13 @@ def run(args: argparse.Namespace) -> str:
         return "\n".join([*lines, f"better: {result['better']}", f"wrote {config.out}/results.md, results.json, "
                            "pairs_*.png, noise_*.png, config.yaml"])
     config = load_experiment(args.config, args.set)
-    result = run_experiment(config, progress=args.progress, overwrite=args.overwrite,
-                            command=command)
-    lines = [f"{len(result['cells'])} cells in {result['seconds'] / 60:.1f} min; test Dice (mean over seeds):"]
+    result = run_experiment(config, progress=args.progress, overwrite=args.overwrite, command=command,
+                            shard=shard, merge=args.merge)
+    if not result.get("complete", True):
+        return (f"ran {result['ran']} cell(s){f' of shard {args.shard}' if shard else ''}; {result['done']} of "
+                f"{result['cells']} cells are done. The report is written when every cell is: run the other shards, "
+                f"then {PROG} augmentation --config {args.config} --merge")
+    lines = [f"{len(result['cells'])} cells, {result['seconds'] / 60:.1f} min in all; test Dice (mean over seeds):"]
     for arm, fractions in result["summary"].items():
         lines.append(f"  {arm:<14}" + "  ".join(f"{key}: {value['dice']['mean']:.4f}" for key, value in
                                                   fractions.items()))

@@ -25,7 +25,9 @@ steps, and the arms with synthetic pairs take no more steps than those without.
 Everything a cell trains goes to ``work``/f<fraction>_s<seed>/ (runs, logs, patch sets,
 test scores). A stopped experiment continues where it stopped when run again with the same
 config: finished stages are kept, an interrupted training resumes from its last checkpoint.
-The report (:mod:`.experiment_report`) goes to ``out``.
+Cells are independent: ``shard`` (K, N) runs every N-th cell, so N processes (an array job,
+one per GPU) share the work folder, and ``merge`` (or any run that finds every cell done)
+writes the report (:mod:`.experiment_report`) to ``out``; its time is the cells' own.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import torch
 
 from .. import console
 from ..errors import Interrupted, check_integer
-from ..outputs import AtomicPath
+from ..outputs import AtomicPath, write_json
 from ..training import ConfigError
 from .augmentation import AugmentConfig, synthesize_pairs
 from .experiment_data import MIN_SUBSET, Source, prepare_source, write_real_sets
@@ -51,6 +53,8 @@ from .stages import claim_work, log_to, read_settings, section_overrides, train_
 from .segmentation import ScoreConfig, evaluate_segmentation
 
 __all__ = ["ARMS", "ExperimentConfig", "load_experiment", "run_experiment"]
+
+CELL_RECORD = "cell.json"   # a finished cell's scores, in its folder
 
 # arm -> (the U-Net's augment, whether it trains with the synthetic pairs)
 ARMS = {"real": ("none", False), "classical": ("classical", False), "gan": ("none", True),
@@ -206,35 +210,52 @@ def plan_cells(config: ExperimentConfig, train_ids: list[str]) -> list[Cell]:
 # ---------------------------------------------------------------------------------------
 # Running
 
-def run_experiment(config: ExperimentConfig, progress: bool = True, overwrite: bool = False,
-                   command: str = "") -> dict[str, Any]:
-    """Runs (or continues) every cell and writes the report; returns the results record.
+def run_experiment(config: ExperimentConfig, progress: bool = True, overwrite: bool = False, command: str = "",
+                   shard: tuple[int, int] | None = None, merge: bool = False) -> dict[str, Any]:
+    """Runs (or continues) the cells and, once every cell is done, writes the report; returns
+    the results record, or with cells still to do {"complete": False, "done", "cells", "ran"}.
+
+    Args:
+        shard: (K, N): run only every N-th cell, starting with the K-th (1-based), e.g. one
+            array job of a cluster scheduler or one process per GPU; shards share ``work``.
+        merge: run no cell; write the report from the finished cells of all shards.
 
     Raises:
-        ConfigError, DataError, OutputError: naming the key, file or folder.
+        ConfigError, DataError, OutputError: naming the key, file or folder; ``merge`` with
+            cells not done.
         Interrupted: Ctrl-C; the finished stages stay in ``work``.
     """
-    started = time.perf_counter()
     out, work = Path(config.out), Path(config.work)
     claim_work(config.to_dict(), out, work, overwrite)
     source = prepare_source(config, work)
     cells = plan_cells(config, source.train_ids)
-    stages = len(cells) * (3 * config.uses_gan + 2 * len(config.arms))
-    console.note(f"{len(cells)} cells ({len(config.fractions)} fractions x {len(config.seeds)} seeds) x "
-                 f"{len(config.arms)} arms, {stages} stages; runs in {work}/, report in {out}/")
-    bar = console.progress_bar(progress, total=stages, desc="experiment", unit="stage")
-    records = []
+    mine = [] if merge else cells if shard is None else cells[shard[0] - 1::shard[1]]
+    mine = [cell for cell in mine if not (cell.folder / CELL_RECORD).is_file()]
+    stages = len(mine) * (3 * config.uses_gan + 2 * len(config.arms))
+    if mine:
+        console.note(f"{len(mine)} of {len(cells)} cells ({len(config.fractions)} fractions x {len(config.seeds)} "
+                     f"seeds) x {len(config.arms)} arms, {stages} stages; runs in {work}/, report in {out}/")
+    bar = console.progress_bar(progress and bool(mine), total=stages, desc="experiment", unit="stage")
     try:
-        for cell in cells:
+        for cell in mine:
             cell.folder.mkdir(parents=True, exist_ok=True)
-            records.append(_run_cell(config, source, cell, bar, progress))
+            started = time.perf_counter()
+            record = _run_cell(config, source, cell, bar, progress)
+            write_json({**record, "seconds": round(time.perf_counter() - started, 1)}, cell.folder / CELL_RECORD)
     except KeyboardInterrupt:
         raise Interrupted(f"finished stages are kept in {work}/; run the same command again to continue (an "
                           "interrupted training resumes from its last checkpoint)") from None
     finally:
         bar.close()
-    return write_report(config, records, out, seconds=time.perf_counter() - started, command=command,
-                        train_images=len(source.train_ids), test_images=source.test_items)
+    missing = [cell for cell in cells if not (cell.folder / CELL_RECORD).is_file()]
+    if missing:
+        if merge:
+            raise ConfigError(f"--merge: {len(missing)} of {len(cells)} cells are not done ("
+                              + "; ".join(cell.label for cell in missing) + "); run their shards first")
+        return {"complete": False, "done": len(cells) - len(missing), "cells": len(cells), "ran": len(mine)}
+    records = [json.loads((cell.folder / CELL_RECORD).read_text()) for cell in cells]
+    return write_report(config, records, out, seconds=sum(record.get("seconds", 0.0) for record in records),
+                        command=command, train_images=len(source.train_ids), test_images=source.test_items)
 
 
 def _run_cell(config: ExperimentConfig, source: Source, cell: Cell, bar, progress: bool) -> dict[str, Any]:

@@ -124,7 +124,7 @@ def markdown(config, summary: dict, tests: list[dict[str, Any]], train_images: i
              f"Seeds {', '.join(map(str, config.seeds))}; GAN pairs: {config.synthetic_ratio:g} per real image, "
              f"from a {config.mask_gan['arch']} mask GAN ({config.mask_gan['steps']} steps) and a Mask2Image "
              f"{config.image_gan['generator']} GAN ({config.image_gan['steps']} steps) trained on each cell's "
-             f"subset. Took {seconds / 60:.0f} min.", "",
+             f"subset. The cells took {seconds / 60:.0f} min in all.", "",
              "Test Dice, mean ± sd over seeds (IoU, accuracy: means):", "",
              "| fraction | images | " + " | ".join(config.arms) + " |",
              "|---|---:|" + "---:|" * len(config.arms)]

@@ -18,7 +18,7 @@ from medgan_fast.jobs.experiment import load_experiment, plan_cells, run_experim
 from medgan_fast.jobs.experiment_report import paired_test
 from medgan_fast.training import ConfigError
 
-from .conftest import run_module
+from .conftest import REPO, run_module
 
 TINY_SECTIONS = {
     "unet": {"steps": 2, "batch_size": 4, "depth": 2, "width": 4, "val_fraction": 0.25},
@@ -190,3 +190,43 @@ def test_tiles_are_cut_once_and_subsets_are_drawn_over_source_images(disks, tmp_
         load_experiment(path, ["image_size=128"])
     with pytest.raises(ConfigError, match="scale: rescales images before tiling; set tile too"):
         load_experiment(path, ["tile=0"])
+
+
+def test_shards_share_the_cells_and_the_last_one_or_merge_writes_the_report(disks, tmp_path):
+    path = _write_config(disks, tmp_path, fractions=[0.5, 1.0], seeds=[0], arms=["real"])
+    first = run_experiment(load_experiment(path), progress=False, shard=(1, 2))
+    assert first == {"complete": False, "done": 1, "cells": 2, "ran": 1}
+    assert not (tmp_path / "out" / "results.json").exists()
+    with pytest.raises(ConfigError, match=r"--merge: 1 of 2 cells are not done \(fraction 1, seed 0\)"):
+        run_experiment(load_experiment(path), progress=False, merge=True)
+    second = run_experiment(load_experiment(path), progress=False, shard=(2, 2))
+    assert [cell["fraction"] for cell in second["cells"]] == [0.5, 1.0]
+    assert (tmp_path / "out" / "results.json").is_file()
+    merged = run_experiment(load_experiment(path), progress=False, merge=True, overwrite=True)
+    assert merged["summary"] == second["summary"] and merged["seconds"] == second["seconds"] > 0
+    for bad in (["--shard", "3/2"], ["--shard", "1/2", "--merge"]):
+        usage = run_module("-m", "medgan_fast.experiment", "augmentation", "--config", str(path), *bad, cwd=tmp_path)
+        assert usage.returncode == cli.EXIT_USAGE and ("--shard" in usage.stderr or "--merge" in usage.stderr)
+
+
+SMOKE = REPO / "configs" / "augmentation_smoke.yaml"
+
+
+@pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "emps").is_dir(), reason="needs ../shared/data/emps")
+def test_the_smoke_config_runs_end_to_end_and_writes_every_output(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)   # the config's data paths are relative to the checkout
+    config = load_experiment(SMOKE, [f"out={tmp_path / 'report'}", f"work={tmp_path / 'work'}"])
+    result = run_experiment(config, progress=False)
+    report = tmp_path / "report"
+    assert sorted(p.name for p in report.iterdir()) == ["config.yaml", "dice_vs_fraction.png", "results.json",
+                                                      "results.md"]
+    written = json.loads((report / "results.json").read_text())
+    assert set(written["summary"]) == {"real", "classical", "gan", "gan+classical"}
+    assert {key for values in written["summary"].values() for key in values} == {"0.25", "1"}
+    assert all(0 <= fraction["dice"]["mean"] <= 1 for arm in result["summary"].values() for fraction in arm.values())
+    assert "| 0.25 | 92 |" in (report / "results.md").read_text()   # 25% of the 366 training images
+    for cell in ("f0.25_s0", "f1_s0"):
+        folder = tmp_path / "work" / cell
+        for name in ("cell.json", "synthetic.h5", "synthetic_contact_sheet.png", "test_real.json",
+                     "test_gan_classical.json"):
+            assert (folder / name).is_file(), (cell, name)
