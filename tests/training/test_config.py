@@ -47,7 +47,9 @@ def test_every_experiment_config_loads(name):
     from medgan_fast.jobs.mask2image_comparison import load_comparison
     kind = yaml.safe_load((CONFIGS / name).read_text())["experiment"]
     loader = {"augmentation": load_experiment, "mask2image": load_comparison}[kind]
-    assert loader(CONFIGS / name).out.startswith("results/")
+    out = loader(CONFIGS / name).out
+    # Real runs report into results/ (committed); the smoke run only checks the machinery.
+    assert out.startswith("runs/" if name.endswith("_smoke.yaml") else "results/"), out
 
 
 def test_users_generator_file():
