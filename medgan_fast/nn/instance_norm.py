@@ -23,7 +23,6 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["StatisticsInstanceNorm", "record_statistics", "reuse_statistics"]
