@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import console
-from ..data.datasets import to_unit_float
-from ..data.images import list_images
+from ..data.datasets import convert_channels, to_unit_float
+from ..data.images import TIFF_SUFFIXES, list_images
 from ..data.slides import SlideReader, SlideWriter
 from ..data.tiles import count_tiles, predict_tiled_rows
-from ..errors import DataError, Interrupted
+from ..errors import DataError, Interrupted, check_integer
 from ..nn import record_statistics, reuse_statistics
 from ..outputs import AtomicPath, check_output_file, check_output_folder, clear_png_folder
 from ..training import ConfigError
@@ -54,6 +54,7 @@ __all__ = ["DIRECTIONS", "TranslateConfig", "translate"]
 
 DIRECTIONS = {"AtoB": "g_ab", "BtoA": "g_ba"}
 OUTPUT_SUFFIXES = (".tif", ".tiff", ".png")
+OUTPUT_PATTERNS = ("*.png", "*.tif")   # what a folder translation writes
 
 
 @dataclass
@@ -78,8 +79,7 @@ def _check(config: TranslateConfig) -> None:
         raise ConfigError(f"--direction: expected AtoB or BtoA, got {config.direction!r}")
     for name, value, low in (("--tile", config.tile, 1), ("--overlap", config.overlap, 0),
                              ("--batch-size", config.batch_size, 1), ("--thumbnail", config.thumbnail, 1)):
-        if value < low:
-            raise ConfigError(f"{name}: expected an integer >= {low}, got {value}")
+        check_integer(name, value, low, ConfigError)
     if config.overlap >= config.tile:
         raise ConfigError(f"--overlap {config.overlap}: must be smaller than --tile ({config.tile})")
 
@@ -108,7 +108,7 @@ def translate(config: TranslateConfig) -> str:
     device = resolve_device(config.device, "--device", ConfigError)
     if config.input.is_dir():
         files = list(list_images(config.input, "--input").values())
-        targets = [config.out / (path.stem + (".tif" if path.suffix.lower() in (".tif", ".tiff") else ".png"))
+        targets = [config.out / (path.stem + (".tif" if path.suffix.lower() in TIFF_SUFFIXES else ".png"))
                    for path in files]
         check_output_folder(config.out, "--out", overwrite=config.overwrite, pattern="*.*")
     elif config.input.is_file():
@@ -121,7 +121,7 @@ def translate(config: TranslateConfig) -> str:
     if config.input.is_dir():
         config.out.mkdir(parents=True, exist_ok=True)
         if config.overwrite:
-            for pattern in ("*.png", "*.tif"):
+            for pattern in OUTPUT_PATTERNS:
                 clear_png_folder(config.out, pattern)
     console.note(f"translating {len(files)} image(s) {config.direction} to {config.out}")
     written, pixels = 0, 0
@@ -132,7 +132,7 @@ def translate(config: TranslateConfig) -> str:
             written += 1
     except KeyboardInterrupt:
         if config.input.is_dir():
-            for pattern in ("*.png", "*.tif"):
+            for pattern in OUTPUT_PATTERNS:
                 AtomicPath.discard_leftovers(config.out, pattern)
         raise Interrupted(f"{written} of {len(files)} images translated into {config.out}") from None
     seconds = time.perf_counter() - started
@@ -181,10 +181,9 @@ def _translate_file(model: torch.nn.Module, source: Path, target: Path, config: 
 
 def _to_model(stored: np.ndarray, channels: int) -> torch.Tensor:
     """(C, rows, W) stored pixels -> (channels, rows, W) float32 in [-1, 1]."""
+    # Float pixels are clamped, not min-max scaled per band as to_unit_float would (bands differ).
     unit = to_unit_float(stored) if stored.dtype != np.float32 else torch.from_numpy(stored).clamp(0, 1)
-    if unit.shape[0] != channels:
-        unit = unit.expand(3, -1, -1) if channels == 3 else unit.mean(0, keepdim=True)
-    return unit.mul(2).sub(1)
+    return convert_channels(unit, channels).mul(2).sub(1)   # as training converted them
 
 
 def _from_model(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -353,10 +353,9 @@ class CycleGANTask(Task):
             fake, target = images[f"fake_{other}"], images[other]
             direction = f"{domain}{other}"
             metrics[f"val_swd_{direction}"] = swd(target, fake, seed=self.config.seed).mean
-            metrics[f"val_color_mean_{direction}"] = float((_channel_stats(fake)[0] - _channel_stats(target)[0])
-                                                           .abs().mean())
-            metrics[f"val_color_sd_{direction}"] = float((_channel_stats(fake)[1] - _channel_stats(target)[1])
-                                                         .abs().mean())
+            (fake_mean, fake_sd), (target_mean, target_sd) = _channel_stats(fake), _channel_stats(target)
+            metrics[f"val_color_mean_{direction}"] = float((fake_mean - target_mean).abs().mean())
+            metrics[f"val_color_sd_{direction}"] = float((fake_sd - target_sd).abs().mean())
         return metrics
 
     @torch.no_grad()
