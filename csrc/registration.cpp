@@ -31,6 +31,19 @@ TORCH_LIBRARY(medgan_fast, m) {
         "bool scale_weight, int[] stride, int[] padding, int[] dilation, bool transposed, int[] output_padding, "
         "int groups) -> Tensor");
 
+  // modconv: StyleGAN2's modulated convolution (modconv_layer.cpp) and its fused epilogue.
+  // modconv_epilogue: out = clamp(act(y * dcoefs + noise + bias) * gain), activation 0 linear,
+  // 1 lrelu (slope alpha); clamp <= 0 for none. Its backward returns grad_y, the per-plane
+  // sums (2, N, C) of g and g * y (g = d out / d pre * grad) and the noise gradient
+  // (noise_batch, 1, H, W) (noise_batch 0: no noise).
+  m.def("modconv_epilogue(Tensor y, Tensor? dcoefs, Tensor? noise, Tensor? bias, int activation, float alpha, "
+        "float gain, float clamp) -> Tensor");
+  m.def("modconv_epilogue_backward(Tensor grad, Tensor out, Tensor y, Tensor? dcoefs, int noise_batch, "
+        "int activation, float alpha, float gain, float clamp) -> (Tensor grad_y, Tensor sums, Tensor grad_noise)");
+  m.def("modulated_conv2d(Tensor x, Tensor weight, Tensor styles, Tensor? noise, Tensor? bias, "
+        "Tensor? resample_filter, bool demodulate, int up, int down, int padding, int activation, float alpha, "
+        "float gain, float clamp) -> Tensor");
+
   // metrics: x, y (N, C, H, W) float32/float64; per-image statistics of the image-quality
   // metrics (medgan_fast/ops/metrics.py says what each returns).
   m.def("metric_squared_error(Tensor x, Tensor y, float scale, bool greyscale) -> Tensor");

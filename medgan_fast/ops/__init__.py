@@ -11,9 +11,10 @@ from .components import (
     label,
     label_batch,
 )
+from .modconv import modulated_conv2d
 from .morphology import ball, cube, dilate, disk, erode, square
 
 __all__ = [
     "ComponentPatches", "ComponentStats", "ball", "component_masks", "component_stats", "crop_components",
-    "crop_windows", "cube", "dilate", "disk", "erode", "label", "label_batch", "square",
+    "crop_windows", "cube", "dilate", "disk", "erode", "label", "label_batch", "modulated_conv2d", "square",
 ]
