@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from _inputs import bench_interleaved, needs_cuda, pipeline_step, synchronised
 
-from medgan_fast.ops.modconv import modulated_conv2d, resampled_conv2d_reference
+from medgan_fast.ops.modconv import modulated_conv2d, resampled_conv2d
 
 GAIN, CLAMP = math.sqrt(2.0), 256.0
 
@@ -45,13 +45,13 @@ def grouped(x, weight, styles, noise, bias, up):
     o, _, k, _ = weight.shape
     modulated = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)
     modulated = modulated * (modulated.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8).rsqrt()
-    y = resampled_conv2d_reference(x.reshape(1, n * i, h, w), modulated.reshape(n * o, i, k, k), up, 1, k // 2, n)
+    y = resampled_conv2d(x.reshape(1, n * i, h, w), modulated.reshape(n * o, i, k, k), up, 1, k // 2, n)
     return epilogue(y.reshape(n, o, *y.shape[2:]) + noise, bias)
 
 
 def non_fused(x, weight, styles, noise, bias, up):
     dcoefs = (styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8).rsqrt()
-    y = resampled_conv2d_reference(x * styles.reshape(*styles.shape, 1, 1), weight, up, 1, weight.shape[2] // 2)
+    y = resampled_conv2d(x * styles.reshape(*styles.shape, 1, 1), weight, up, 1, weight.shape[2] // 2)
     return epilogue(torch.addcmul(noise, y, dcoefs.reshape(*dcoefs.shape, 1, 1)), bias)
 
 

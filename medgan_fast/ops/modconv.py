@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .._ext import HAS_CPU_KERNELS, use_kernel
 
 __all__ = ["ACTIVATIONS", "modulated_conv2d", "modulated_conv2d_reference", "resample_filter",
-           "resampled_conv2d_reference"]
+           "resampled_conv2d"]
 
 # name: (code in the kernels, default gain). StyleGAN2 scales lrelu by sqrt(2) so that
 # activations keep unit variance (stylegan2-ada's bias_act table).
@@ -133,7 +133,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
                                       gain, clamp)
 
 
-def resampled_conv2d_reference(x, weight, up, down, padding, groups=1):
+def resampled_conv2d(x, weight, up, down, padding, groups=1):
     """stylegan2-ada's conv2d_resample for a weight of `groups` groups (padding arithmetic
     of its up/down paths; the transposed convolution's weight not flipped)."""
     kernel = weight.shape[2]
@@ -161,7 +161,7 @@ def modulated_conv2d_reference(x, weight, styles, demodulate=True, up=1, down=1,
     modulated = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)  # [N, O, I, k, k]
     if demodulate:
         modulated = modulated * (modulated.square().sum(dim=(2, 3, 4), keepdim=True) + DEMODULATION_EPS).rsqrt()
-    y = resampled_conv2d_reference(x.reshape(1, n * i, h, w), modulated.reshape(n * o, i, k, k), up, down, padding, groups=n)
+    y = resampled_conv2d(x.reshape(1, n * i, h, w), modulated.reshape(n * o, i, k, k), up, down, padding, groups=n)
     y = y.reshape(n, o, *y.shape[2:])
     if noise is not None:
         y = y + noise

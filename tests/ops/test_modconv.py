@@ -5,15 +5,10 @@ CUDA drivers against the CPU ones."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-import types
-import warnings
-from pathlib import Path
-
 import pytest
 import torch
+
+from stylegan2_peer import peer_modules
 
 from medgan_fast.ops.modconv import ACTIVATIONS, LRELU_ALPHA, modulated_conv2d, modulated_conv2d_reference
 
@@ -227,39 +222,7 @@ def test_bfloat16_on_gpu():
 
 
 # ---------------------------------------------------------------------------------------
-# The peer: NVIDIA's stylegan2-ada-pytorch (non-commercial licence: run side by side, never
-# copied). Its modulated_conv2d and bias_act (impl "ref") from the checkout named by
-# MEDGAN_PEER_STYLEGAN2 (default /work/peers/stylegan2-ada-pytorch).
-
-PEER_URL = "https://github.com/NVlabs/stylegan2-ada-pytorch"
-DEFAULT_PEER = Path("/work/peers/stylegan2-ada-pytorch")
-
-
-def peer_modules():
-    if "stylegan2_ada_networks" in sys.modules:
-        from torch_utils.ops import bias_act, upfirdn2d
-        return sys.modules["stylegan2_ada_networks"], bias_act, upfirdn2d
-    root = Path(os.environ.get("MEDGAN_PEER_STYLEGAN2") or DEFAULT_PEER)
-    if not (root / "training" / "networks.py").is_file():
-        pytest.skip(f"the peer stylegan2-ada-pytorch is absent at {root}: git clone {PEER_URL} and set "
-                    "MEDGAN_PEER_STYLEGAN2 to that folder")
-    sys.path.insert(0, str(root))
-    stubbed = "requests" not in sys.modules and importlib.util.find_spec("requests") is None
-    if stubbed:  # dnnlib imports it for downloads the check never makes
-        sys.modules["requests"] = types.ModuleType("requests")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            spec = importlib.util.spec_from_file_location("stylegan2_ada_networks", root / "training" / "networks.py")
-            networks = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = networks  # its persistence decorator looks itself up there
-            spec.loader.exec_module(networks)
-            from torch_utils.ops import bias_act, upfirdn2d
-    finally:
-        sys.path.remove(str(root))
-        if stubbed:
-            del sys.modules["requests"]
-    return networks, bias_act, upfirdn2d
+# The peer: NVIDIA's stylegan2-ada-pytorch (tests/stylegan2_peer.py).
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["grouped", "non_fused"])
