@@ -135,7 +135,9 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu",
                                     if key in field_names()})
         except (ConfigError, TypeError, ValueError) as error:
             raise CheckpointError(f"{path}: the checkpoint's config is not valid here ({error})") from error
-        state = checkpoint["models"].get("generator") if isinstance(checkpoint["models"], Mapping) else None
+        models = checkpoint["models"] if isinstance(checkpoint["models"], Mapping) else {}
+        # An architecture that keeps a moving average of its generator (StyleGAN2) samples from it.
+        state = models.get("generator_ema", models.get("generator"))
         if state is None:
             raise CheckpointError(f"{path}: incomplete checkpoint, missing key models['generator']")
     elif isinstance(loaded, Mapping) and loaded and all(isinstance(value, torch.Tensor) for value in loaded.values()):
@@ -222,7 +224,8 @@ def generate(config: GenerateConfig) -> GenerateSummary:
     model = info["config"]
     for message in _ignored_control_file_keys(config.model_config, info):
         console.note(message)
-    size, channels, nz = model.image_size, model.number_channels, model.latent_vector
+    # z's size: the generator's own where it has one (StyleGAN2's z_dim), else latent_vector
+    size, channels, nz = model.image_size, model.number_channels, getattr(generator, "z_dim", model.latent_vector)
     console.note(f"writing {config.quantity} images to {config.out}")
     if not config.is_hdf5:
         if config.overwrite:

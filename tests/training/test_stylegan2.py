@@ -1,0 +1,108 @@
+"""arch StyleGAN2: a killed run resumes to the same weights, EMA, optimizer states, ADA
+probability and path-length mean as an uninterrupted one; ADA's augmentations and its
+controller; generate samples the EMA generator; bad settings are refused by name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medgan_fast.errors import Interrupted
+from medgan_fast.jobs.generation import load_generator
+from medgan_fast.training.ada import AdaptiveProbability, augment
+from medgan_fast.training.checkpoint import load_checkpoint
+from medgan_fast.training.config import ConfigError
+from medgan_fast.training.loop import train
+from medgan_fast.training.stylegan2 import StyleGAN2Task
+
+from .conftest import tiny_config
+
+# ~60k parameters per network; 4 steps an epoch; every lazy term and ADA update runs often.
+TINY_STYLEGAN2 = dict(arch="StyleGAN2", image_size=64, sample_crops=16, num_epochs=2, checkpoint_every=1,
+                      metrics="", learning_rate=0.0025, beta_adam=0.0,
+                      options=dict(channel_base=256, channel_max=32, z_dim=16, w_dim=16, mapping_layers=2,
+                                   r1_interval=2, pl_interval=2, ada_interval=1, ada_kimg=0.02, augment_p=0.3))
+
+
+def config(out, **changes):
+    return tiny_config(out, **{**TINY_STYLEGAN2, **changes})
+
+
+def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    whole = load_checkpoint(train(config(tmp_path / "whole")).checkpoint)
+    assert whole["extra"]["ada"]["p"] != 0.3   # ADA moved p
+    assert float(whole["extra"]["pl_mean"]) > 0
+
+    original = StyleGAN2Task.train_step
+
+    def stop_at_step_5(self, batch, step):
+        if step == 5:
+            raise KeyboardInterrupt
+        return original(self, batch, step)
+
+    monkeypatch.setattr(StyleGAN2Task, "train_step", stop_at_step_5)
+    with pytest.raises(Interrupted):
+        train(config(tmp_path / "split"))
+    monkeypatch.setattr(StyleGAN2Task, "train_step", original)
+    resumed = train(config(tmp_path / "split", resume=True))
+    assert resumed.resumed_from == 5
+    split = load_checkpoint(resumed.checkpoint)
+    for name in ("generator", "discriminator", "generator_ema"):
+        for key, value in whole["models"][name].items():
+            assert torch.equal(value, split["models"][name][key]), (name, key)
+    for name in ("generator", "discriminator"):
+        for index, state in whole["optimizers"][name]["state"].items():
+            assert torch.equal(state["exp_avg_sq"], split["optimizers"][name]["state"][index]["exp_avg_sq"])
+    assert whole["extra"]["ada"] == split["extra"]["ada"]
+    assert torch.equal(whole["extra"]["pl_mean"], split["extra"]["pl_mean"])
+
+
+def test_generate_samples_the_ema_generator_with_its_z_size(tmp_path):
+    checkpoint = train(config(tmp_path, num_epochs=1)).checkpoint
+    generator, info = load_generator(checkpoint)
+    assert info["arch"] == "StyleGAN2" and generator.z_dim == 16
+    ema = load_checkpoint(checkpoint)["models"]["generator_ema"]
+    for key, value in generator.state_dict().items():
+        assert torch.equal(value, ema[key]), key
+    assert generator(torch.randn(2, 16), noise_mode="const").shape == (2, 3, 64, 64)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"image_size": 32}, "image_size: expected one of 64, 128, 256"),
+    ({"batch_size": 6}, "must be a multiple of mbstd_group"),
+    ({"options": {**TINY_STYLEGAN2["options"], "style_mixing": 1.5}}, "style_mixing: expected a number in"),
+    ({"options": {**TINY_STYLEGAN2["options"], "r1_gamma": -2}}, "r1_gamma: expected >= 0 or -1"),
+    ({"options": {**TINY_STYLEGAN2["options"], "augment": "adaptive"}}, "augment: expected one of"),
+])
+def test_bad_settings_are_refused_by_name(tmp_path, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        train(config(tmp_path, **changes))
+
+
+def test_augment_is_identity_at_p0_and_differentiable():
+    x = torch.rand(8, 3, 16, 16, requires_grad=True) * 2 - 1
+    assert augment(x, 0.0) is x
+    g = torch.Generator().manual_seed(0)
+    y = augment(x, 1.0, g)
+    assert y.shape == x.shape and not torch.allclose(y, x)
+    (grad,) = torch.autograd.grad(y.square().sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    # a pure x-flip and translation keep the pixel values: with colour at p=0 only geometry moves them
+    few = augment(x.detach()[:1, :1], 1.0, torch.Generator().manual_seed(1))
+    assert few.shape == (1, 1, 16, 16)
+
+
+def test_ada_raises_p_when_d_overfits_and_lowers_it_otherwise():
+    ada = AdaptiveProbability(0.5, target=0.6, kimg=1.0, interval=2)
+    for step in range(2):
+        ada.observe(torch.ones(8))   # every real judged real: r_t = 1 > 0.6
+        ada.update(step, batch_size=8)
+    assert ada.rt == 1.0 and ada.p == pytest.approx(0.5 + 8 * 2 / 1000)
+    for step in range(2, 4):
+        ada.observe(-torch.ones(8))
+        ada.update(step, batch_size=8)
+    assert ada.p == pytest.approx(0.5)
+    fixed = AdaptiveProbability(0.2, adaptive=False)
+    fixed.observe(torch.ones(8))
+    fixed.update(3, 8)
+    assert fixed.p == 0.2
