@@ -24,6 +24,8 @@ examples:
       one HDF5 file in the patch-set layout: images (1000, C, S, S) uint8, masks, meta, attributes
   {PROG} --checkpoint runs/dcgan64_sample/checkpoints/last.pt --quantity 64 --out typical --truncation 1.0
       truncation trick: latent entries with |z| > 1.0 are redrawn (less variety, more typical images)
+  {PROG} --checkpoint runs/stylegan2_sample/checkpoints/last.pt --quantity 16 --out typical --truncation-psi 0.7
+      StyleGAN2: w pulled towards its mean, w_avg + 0.7 (w - w_avg), from its moving-average generator
 
 The same --seed gives the same images, whatever --batch-size: image i's latent vector is
 drawn from a generator seeded with (seed, i).
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write images from the generator of a checkpoint made by python -m medgan_fast.train "
-                    "(DCGAN or SNGAN): 8-bit grey or RGB PNG files in a folder, or an HDF5 set.")
+                    "(DCGAN, SNGAN or StyleGAN2): 8-bit grey or RGB PNG files in a folder, or an HDF5 set.")
     parser.add_argument("--checkpoint", metavar="FILE", help="a training checkpoint, e.g. runs/RUN/checkpoints/last.pt")
     parser.add_argument("--quantity", type=int, default=GenerateConfig.quantity, metavar="N",
                         help=f"images to write (default {GenerateConfig.quantity})")
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"images per forward pass (default {GenerateConfig.batch_size}); does not change them")
     parser.add_argument("--truncation", type=float, metavar="T",
                         help="redraw latent entries with |z| > T (truncation trick; e.g. 1.0; default none)")
+    parser.add_argument("--truncation-psi", type=float, metavar="PSI",
+                        help="StyleGAN2 only: w = w_avg + PSI (w - w_avg), PSI in [0, 1] (e.g. 0.7; default 1)")
     parser.add_argument("--device", default=GenerateConfig.device,
                         help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--overwrite", action="store_true",
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace) -> str:
                              "(with no arguments it trains on the embedded sample and writes "
                              "runs/dcgan64_sample/checkpoints/last.pt)")
     config = GenerateConfig(checkpoint=args.checkpoint, quantity=args.quantity, out=args.out, seed=args.seed,
-                            batch_size=args.batch_size, truncation=args.truncation, device=args.device,
+                            batch_size=args.batch_size, truncation=args.truncation,
+                            truncation_psi=args.truncation_psi, device=args.device,
                             progress=args.progress, overwrite=args.overwrite,
                             command=f"{PROG} {shlex.join(args.argv)}")
     return str(generate(config))

@@ -53,6 +53,7 @@ class GenerateConfig:
     seed: int = 0
     batch_size: int = 64
     truncation: float | None = None       # resample latent entries with |z| > truncation
+    truncation_psi: float | None = None   # StyleGAN2: w = w_avg + psi (w - w_avg)
     device: str = "auto"                  # auto (CUDA if available), cpu, cuda, cuda:N
     progress: bool = True
     overwrite: bool = False               # replace an existing out (a folder's PNG files are deleted first)
@@ -69,6 +70,8 @@ class GenerateConfig:
             raise ConfigError(f"seed: expected an integer >= 0, got {self.seed!r}")
         if self.truncation is not None and not self.truncation > 0:
             raise ConfigError(f"truncation: expected a number > 0, got {self.truncation!r}")
+        if self.truncation_psi is not None and not 0 <= self.truncation_psi <= 1:
+            raise ConfigError(f"truncation_psi: expected a number in [0, 1], got {self.truncation_psi!r}")
 
     @property
     def is_hdf5(self) -> bool:
@@ -222,6 +225,9 @@ def generate(config: GenerateConfig) -> GenerateSummary:
         check_output_folder(config.out, "--out", overwrite=config.overwrite)
     generator, info = load_generator(config.checkpoint, device, config.model_config)
     model = info["config"]
+    if config.truncation_psi is not None and not hasattr(generator, "mapping"):
+        raise ConfigError(f"truncation_psi: a {info['arch']} generator has no w-space (StyleGAN2's have); "
+                          "use truncation, which redraws large entries of z")
     for message in _ignored_control_file_keys(config.model_config, info):
         console.note(message)
     # z's size: the generator's own where it has one (StyleGAN2's z_dim), else latent_vector
@@ -235,7 +241,8 @@ def generate(config: GenerateConfig) -> GenerateSummary:
     attrs = {"command": config.command or f"medgan_fast.jobs.generation.generate({config!r})",
              "mode": "generated", "size": size, "checkpoint": str(config.checkpoint), "arch": info["arch"],
              "step": -1 if info["step"] is None else info["step"], "seed": config.seed,
-             "truncation": 0.0 if config.truncation is None else config.truncation, "latent_vector": nz}
+             "truncation": 0.0 if config.truncation is None else config.truncation, "latent_vector": nz,
+             "truncation_psi": 1.0 if config.truncation_psi is None else config.truncation_psi}
     try:
         _write(config, generator, device, attrs, size, channels, nz, width)
     except KeyboardInterrupt:
@@ -262,6 +269,10 @@ def _ignored_control_file_keys(control: TrainConfig | None, info: dict[str, Any]
 
 
 def _write(config, generator, device, attrs, size, channels, nz, width) -> None:
+    # A style-based generator (StyleGAN2) with its fixed noise maps, so an image depends on its
+    # z alone (the same seed gives the same images), and truncation psi in w-space.
+    style_options = {} if not hasattr(generator, "mapping") else {
+        "noise_mode": "const", "truncation_psi": 1.0 if config.truncation_psi is None else config.truncation_psi}
     writer = PatchSetWriter(config.out, size, attrs) if config.is_hdf5 else None
     with writer if writer is not None else contextlib.nullcontext():
         bar = console.progress_bar(config.progress, total=config.quantity, unit="image", desc="generate")
@@ -270,7 +281,7 @@ def _write(config, generator, device, attrs, size, channels, nz, width) -> None:
             count = min(config.batch_size, config.quantity - start)
             z = latent_vectors(config.seed, start, count, nz, config.truncation).to(device)
             with torch.no_grad():
-                images = to_uint8(generator(z))   # [count, C, S, S]
+                images = to_uint8(generator(z, **style_options))   # [count, C, S, S]
             if writer is not None:
                 masks = np.ones((count, 1, size, size), bool)
                 meta = make_meta(count, config.checkpoint.name, -1, np.arange(start + 1, start + count + 1),

@@ -4,11 +4,12 @@ controller; generate samples the EMA generator; bad settings are refused by name
 
 from __future__ import annotations
 
+import h5py
 import pytest
 import torch
 
 from medgan_fast.errors import Interrupted
-from medgan_fast.jobs.generation import load_generator
+from medgan_fast.jobs.generation import GenerateConfig, generate, load_generator
 from medgan_fast.training.ada import AdaptiveProbability, augment
 from medgan_fast.training.checkpoint import load_checkpoint
 from medgan_fast.training.config import ConfigError
@@ -65,6 +66,19 @@ def test_generate_samples_the_ema_generator_with_its_z_size(tmp_path):
     for key, value in generator.state_dict().items():
         assert torch.equal(value, ema[key]), key
     assert generator(torch.randn(2, 16), noise_mode="const").shape == (2, 3, 64, 64)
+    # with its fixed noise maps: the same seed gives the same images, whatever the batch size;
+    # truncation psi 0 puts every w at w_avg, so every image is the same one
+    for name, batch, psi in (("a.h5", 4, None), ("b.h5", 1, None), ("psi0.h5", 4, 0.0)):
+        generate(GenerateConfig(checkpoint, quantity=3, out=tmp_path / name, batch_size=batch, truncation_psi=psi,
+                                progress=False))
+    a, b, psi0 = (h5py.File(tmp_path / name)["images"][:].astype(int) for name in ("a.h5", "b.h5", "psi0.h5"))
+    assert (a == b).all() and (a[0] != a[1]).any()
+    assert (psi0[0] == psi0[1]).all() and (psi0[0] == psi0[2]).all()
+
+
+def test_truncation_psi_is_refused_for_a_dcgan(trained_checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match="truncation_psi: a DCGAN generator has no w-space"):
+        generate(GenerateConfig(trained_checkpoint, quantity=2, out=tmp_path / "x", truncation_psi=0.5, progress=False))
 
 
 @pytest.mark.parametrize("changes, message", [
