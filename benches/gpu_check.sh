@@ -25,7 +25,7 @@ if [ "${1:-}" = "--prepare-wheels" ]; then
       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
       -d wheels piq==0.8.0 torchvision==0.26.0 kornia kornia_rs ninja tifffile pyyaml tqdm nvidia-ml-py hypothesis \
       matplotlib contourpy cycler fonttools kiwisolver pyparsing python-dateutil six \
-      sortedcontainers
+      sortedcontainers scikit-learn joblib threadpoolctl
   du -sh wheels
   exit 0
 fi
