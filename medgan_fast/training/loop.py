@@ -44,7 +44,7 @@ import torch
 
 from .. import console
 from ..errors import Interrupted
-from . import cyclegan, gan, mask2image, segmentation, stylegan2  # noqa: F401  (register the architectures)
+from . import cyclegan, encoder, gan, mask2image, segmentation, stylegan2  # noqa: F401  (register the architectures)
 from .checkpoint import get_rng_state, prune_checkpoints, save_checkpoint, step_checkpoint_name
 from .config import ConfigError, TrainConfig
 from .data import build_loader, build_validation_loader

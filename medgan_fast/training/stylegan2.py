@@ -41,7 +41,7 @@ from .config import ConfigError, TrainConfig
 from .options import option
 from .registry import Context, Task, register
 
-__all__ = ["StyleGAN2Options", "StyleGAN2Task", "build_stylegan2_generator"]
+__all__ = ["StyleGAN2Options", "StyleGAN2Task", "build_stylegan2_discriminator", "build_stylegan2_generator"]
 
 PL_DECAY, PL_BATCH_SHRINK = 0.01, 2
 
@@ -75,6 +75,13 @@ def build_stylegan2_generator(config: TrainConfig) -> Generator:
     o = config.arch_options
     return Generator(o.z_dim, o.w_dim, config.image_size, config.number_channels, o.channel_base, o.channel_max,
                      o.mapping_layers, o.conv_clamp or None)
+
+
+def build_stylegan2_discriminator(config: TrainConfig) -> Discriminator:
+    """The discriminator a StyleGAN2 config describes."""
+    o = config.arch_options
+    return Discriminator(config.image_size, config.number_channels, o.channel_base, o.channel_max, o.mbstd_group,
+                         o.conv_clamp or None)
 
 
 def _check(config: TrainConfig) -> None:
@@ -115,8 +122,7 @@ class StyleGAN2Task(Task):
         generator = build_stylegan2_generator(config)
         self.models = {
             "generator": context.place(generator),
-            "discriminator": context.place(Discriminator(config.image_size, config.number_channels, o.channel_base,
-                                                         o.channel_max, o.mbstd_group, o.conv_clamp or None)),
+            "discriminator": context.place(build_stylegan2_discriminator(config)),
             "generator_ema": context.place(build_stylegan2_generator(config)),
         }
         self.models["generator_ema"].load_state_dict(self.models["generator"].state_dict())

@@ -85,8 +85,7 @@ def test_unknown_key_lists_valid_keys_and_closest(tmp_path):
     ("image_size=100", r"image_size: expected one of 64, 128, 256, got 100"),
     ("loss=foo", r"loss: expected one of bce, hinge, got 'foo'"),
     ("loss=hinj", r"did you mean 'hinge'\?"),
-    ("arch=SNGun", r"arch: expected one of DCGAN, SNGAN, CycleGAN, UNet, Mask2Image, StyleGAN2, Generator, got 'SNGun'; "
-                   r"did you mean 'SNGAN'\?"),
+    ("arch=SNGun", r"arch: expected one of DCGAN, SNGAN, .*Generator, got 'SNGun'; did you mean 'SNGAN'\?"),
     ("number_channels=2", r"number_channels: expected one of 1, 3, got 2"),
     ("batch_size=0", r"batch_size: expected an integer >= 1, got 0"),
     ("batch_size=abc", r"batch_size: expected an integer, got 'abc'"),

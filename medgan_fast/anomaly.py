@@ -1,0 +1,86 @@
+"""`python -m medgan_fast.anomaly train-encoder`: f-AnoGAN anomaly detection on a StyleGAN2.
+
+Thin: ``train-encoder`` turns its arguments into the overrides of a ``train`` run with arch
+Encoder (:mod:`medgan_fast.training.encoder`: the izi_f encoder, G and D frozen) and calls
+the one training loop. ``reconstruct`` and ``score`` (G(E(x)) for every image; scores,
+ROC AUC with its interval, F1, confusion matrix and plots) come next; their parts are
+:mod:`medgan_fast.metrics.anomaly` and :mod:`medgan_fast.metrics.detection`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import cli
+from .training import load_config, train
+
+PROG = "python -m medgan_fast.anomaly"
+
+EPILOG = f"""\
+examples:
+  python -m medgan_fast.train --set arch=StyleGAN2 --set image_size=64 --set batch_size=8 --set num_epochs=4 \\
+      --set sample_crops=128 --set channel_base=2048 --set learning_rate=0.0025 --set beta_adam=0 \\
+      --set run=stylegan2_sample
+      makes a StyleGAN2 first: runs/stylegan2_sample/checkpoints/last.pt
+  {PROG} train-encoder --checkpoint runs/stylegan2_sample/checkpoints/last.pt --epochs 4
+      an izi_f encoder for it on the same images (the embedded sample); writes runs/encoder_sample/
+  {PROG} train-encoder --checkpoint G.pt --data nevi/ --epochs 50 --kappa 1.0 --run encoder_nevi
+      on a folder of normal images only (here nevi), resized and centre-cropped to G's size
+
+train-encoder writes <out>/<run>/: config.yaml, log.jsonl (loss = izi_f, pixel_mse), loss.png,
+samples/reconstructions_epoch_NNNN.png (fixed images above G(E(x))) and checkpoints/. It is
+`python -m medgan_fast.train --set arch=Encoder ...`: --set takes every train key.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="f-AnoGAN anomaly detection: train the izi_f encoder.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="action", metavar="train-encoder")
+    fit = commands.add_parser("train-encoder", help="train an izi_f encoder for a StyleGAN2 checkpoint",
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fit.add_argument("--checkpoint", type=Path, help="a checkpoint of an arch StyleGAN2 run (G and D stay frozen)")
+    fit.add_argument("--data", help="folder or .h5 of normal images (default: the embedded sample)")
+    fit.add_argument("--epochs", type=int, default=20, help="default 20")
+    fit.add_argument("--batch-size", type=int, default=8, help="default 8")
+    fit.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
+    fit.add_argument("--kappa", type=float, default=1.0, help="weight of the discriminator-feature residual "
+                                                              "(default 1.0)")
+    fit.add_argument("--out", default="runs", help="runs go to OUT/RUN/ (default runs)")
+    fit.add_argument("--run", help="run name (default encoder_sample, or encoder<image size>)")
+    fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any train key")
+    return parser
+
+
+def train_overrides(args: argparse.Namespace) -> list[str]:
+    """The train --set overrides of `anomaly train-encoder`: the generator's size and channels
+    come from its checkpoint."""
+    from .training.encoder import load_stylegan2
+
+    _, _, gan = load_stylegan2(args.checkpoint, "cpu")
+    settings = {"arch": "Encoder", "generator_checkpoint": args.checkpoint, "kappa": args.kappa,
+                "image_size": gan.image_size, "number_channels": gan.number_channels, "num_epochs": args.epochs,
+                "batch_size": args.batch_size, "learning_rate": args.lr, "beta_adam": 0.9, "out": args.out,
+                "run": args.run or ("encoder_sample" if args.data is None else f"encoder{gan.image_size}"),
+                "data": args.data or "sample", "metrics": "", "loader_workers": 0}
+    return [f"{key}={value}" for key, value in settings.items()] + list(args.set)
+
+
+def run(args: argparse.Namespace) -> str:
+    if args.action is None:
+        raise cli.UsageError("give an action: train-encoder (e.g. python -m medgan_fast.anomaly train-encoder "
+                             "--checkpoint runs/stylegan2_sample/checkpoints/last.pt)")
+    if args.checkpoint is None:
+        raise cli.UsageError("--checkpoint FILE is required: a checkpoint of a StyleGAN2 run (python -m "
+                             "medgan_fast.train --set arch=StyleGAN2 ... makes one; see --help)")
+    config = load_config(None, [*train_overrides(args), f"progress={args.progress}"])
+    return str(train(config))
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main("anomaly", build_parser, run, argv)
+
+
+if __name__ == "__main__":
+    main()

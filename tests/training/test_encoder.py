@@ -1,0 +1,62 @@
+"""arch Encoder: the izi_f encoder trains on a frozen StyleGAN2, its loss falls, its grid is
+written, and a checkpoint of another kind or size is refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from medgan_fast.training.checkpoint import CheckpointError, load_checkpoint
+from medgan_fast.training.config import ConfigError
+from medgan_fast.training.loop import train
+
+from .conftest import run_module, tiny_config
+from .test_stylegan2 import TINY_STYLEGAN2
+
+
+@pytest.fixture(scope="module")
+def stylegan2_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stylegan2")
+    return train(tiny_config(out, **{**TINY_STYLEGAN2, "num_epochs": 1})).checkpoint
+
+
+def encoder_config(out, checkpoint, **changes):
+    return tiny_config(out, **{"arch": "Encoder", "image_size": 64, "sample_crops": 16, "num_epochs": 3,
+                               "metrics": "", "learning_rate": 0.002,
+                               "options": {"generator_checkpoint": str(checkpoint), "kappa": 1.0}, **changes})
+
+
+def test_the_encoder_trains_on_the_frozen_generator(stylegan2_checkpoint, tmp_path):
+    result = train(encoder_config(tmp_path, stylegan2_checkpoint))
+    run = result.checkpoint.parents[1]
+    losses = [row["loss"] for row in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in row]
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    assert (run / "samples" / "reconstructions_epoch_0003.png").is_file()
+    state = load_checkpoint(result.checkpoint)
+    assert set(state["models"]) == {"encoder"}   # G and D stay in their own checkpoint
+    gan = load_checkpoint(stylegan2_checkpoint)["models"]["generator_ema"]
+    torch.testing.assert_close(state["models"]["encoder"]["w_avg"], gan["mapping.w_avg"])
+
+
+def test_other_checkpoints_and_sizes_are_refused(stylegan2_checkpoint, trained_checkpoint, tmp_path):
+    with pytest.raises(CheckpointError, match="must be a checkpoint of an arch StyleGAN2 run, got arch 'DCGAN'"):
+        train(encoder_config(tmp_path / "a", trained_checkpoint))
+    with pytest.raises(ConfigError, match="the generator makes 64 px images with 3 channel"):
+        train(encoder_config(tmp_path / "b", stylegan2_checkpoint, number_channels=1))
+    with pytest.raises(ConfigError, match="generator_checkpoint: arch Encoder needs"):
+        train(encoder_config(tmp_path / "c", "", options={}))
+
+
+def test_the_anomaly_command_trains_an_encoder(stylegan2_checkpoint, tmp_path):
+    process = run_module("-m", "medgan_fast.anomaly", "train-encoder", "--checkpoint", str(stylegan2_checkpoint),
+                         "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path), "--set", "sample_crops=8",
+                         "--no-progress", cwd=tmp_path)
+    assert process.returncode == 0, process.stderr
+    assert (tmp_path / "encoder_sample" / "checkpoints" / "last.pt").is_file()
+    missing = run_module("-m", "medgan_fast.anomaly", "train-encoder", cwd=tmp_path)
+    assert missing.returncode == 2 and "--checkpoint FILE is required" in missing.stderr
+    wrong = run_module("-m", "medgan_fast.anomaly", "train-encoder", "--checkpoint", str(tmp_path / "none.pt"),
+                       cwd=tmp_path)
+    assert wrong.returncode == 1 and "none.pt" in wrong.stderr.strip().splitlines()[-1]
