@@ -1,10 +1,10 @@
-"""`python -m medgan_fast.anomaly train-encoder`: f-AnoGAN anomaly detection on a StyleGAN2.
+"""`python -m medgan_fast.anomaly train-encoder|reconstruct`: f-AnoGAN anomaly detection on a StyleGAN2.
 
 Thin: ``train-encoder`` turns its arguments into the overrides of a ``train`` run with arch
 Encoder (:mod:`medgan_fast.training.encoder`: the izi_f encoder, G and D frozen) and calls
-the one training loop. ``reconstruct`` and ``score`` (G(E(x)) for every image; scores,
-ROC AUC with its interval, F1, confusion matrix and plots) come next; their parts are
-:mod:`medgan_fast.metrics.anomaly` and :mod:`medgan_fast.metrics.detection`.
+the one training loop; ``reconstruct`` calls :mod:`medgan_fast.jobs.anomaly`. ``score``
+(scores, ROC AUC with its interval, F1, confusion matrix and plots) comes next; its parts
+are :mod:`medgan_fast.metrics.anomaly` and :mod:`medgan_fast.metrics.detection`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from . import cli
+from .jobs.anomaly import ReconstructConfig, reconstruct
 from .training import load_config, train
 
 PROG = "python -m medgan_fast.anomaly"
@@ -27,6 +28,8 @@ examples:
       an izi_f encoder for it on the same images (the embedded sample); writes runs/encoder_sample/
   {PROG} train-encoder --checkpoint G.pt --data nevi/ --epochs 50 --kappa 1.0 --run encoder_nevi
       on a folder of normal images only (here nevi), resized and centre-cropped to G's size
+  {PROG} reconstruct --encoder runs/encoder_sample/checkpoints/last.pt --data images/ --out rebuilt/
+      G(E(x)) of every image as rebuilt/<name>.png, and rebuilt/grid.png (images above them)
 
 train-encoder writes <out>/<run>/: config.yaml, log.jsonl (loss = izi_f, pixel_mse), loss.png,
 samples/reconstructions_epoch_NNNN.png (fixed images above G(E(x))) and checkpoints/. It is
@@ -37,7 +40,7 @@ samples/reconstructions_epoch_NNNN.png (fixed images above G(E(x))) and checkpoi
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="f-AnoGAN anomaly detection: train the izi_f encoder.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="action", metavar="train-encoder")
+    commands = parser.add_subparsers(dest="action", metavar="train-encoder|reconstruct")
     fit = commands.add_parser("train-encoder", help="train an izi_f encoder for a StyleGAN2 checkpoint",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     fit.add_argument("--checkpoint", type=Path, help="a checkpoint of an arch StyleGAN2 run (G and D stay frozen)")
@@ -50,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", default="runs", help="runs go to OUT/RUN/ (default runs)")
     fit.add_argument("--run", help="run name (default encoder_sample, or encoder<image size>)")
     fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any train key")
+    rebuild = commands.add_parser("reconstruct", help="write G(E(x)) for every image of a folder",
+                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rebuild.add_argument("--encoder", type=Path, required=True, help="checkpoints/last.pt of a train-encoder run")
+    rebuild.add_argument("--data", type=Path, required=True, help="a folder of images (PNG, JPEG, TIFF, NPY)")
+    rebuild.add_argument("--out", type=Path, required=True, help="folder for the reconstructions (PNG)")
+    rebuild.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    rebuild.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    rebuild.add_argument("--overwrite", action="store_true", help="replace the PNG files already in --out")
     return parser
 
 
@@ -69,8 +80,11 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> str:
     if args.action is None:
-        raise cli.UsageError("give an action: train-encoder (e.g. python -m medgan_fast.anomaly train-encoder "
-                             "--checkpoint runs/stylegan2_sample/checkpoints/last.pt)")
+        raise cli.UsageError("give an action: train-encoder or reconstruct (e.g. python -m medgan_fast.anomaly "
+                             "train-encoder --checkpoint runs/stylegan2_sample/checkpoints/last.pt)")
+    if args.action == "reconstruct":
+        return str(reconstruct(ReconstructConfig(args.encoder, args.data, args.out, args.batch_size, args.device,
+                                                 args.progress, args.overwrite)))
     if args.checkpoint is None:
         raise cli.UsageError("--checkpoint FILE is required: a checkpoint of a StyleGAN2 run (python -m "
                              "medgan_fast.train --set arch=StyleGAN2 ... makes one; see --help)")

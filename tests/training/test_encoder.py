@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,3 +61,29 @@ def test_the_anomaly_command_trains_an_encoder(stylegan2_checkpoint, tmp_path):
     wrong = run_module("-m", "medgan_fast.anomaly", "train-encoder", "--checkpoint", str(tmp_path / "none.pt"),
                        cwd=tmp_path)
     assert wrong.returncode == 1 and "none.pt" in wrong.stderr.strip().splitlines()[-1]
+
+
+def test_reconstruct_writes_one_png_per_image_and_a_grid(stylegan2_checkpoint, trained_checkpoint, tmp_path):
+    from PIL import Image
+
+    from medgan_fast.errors import OutputError
+    from medgan_fast.jobs.anomaly import ReconstructConfig, load_encoder, reconstruct
+
+    encoder = train(encoder_config(tmp_path / "runs", stylegan2_checkpoint, num_epochs=1)).checkpoint
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    out = reconstruct(ReconstructConfig(encoder, folder, tmp_path / "rebuilt", batch_size=2, progress=False))
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png", "c.png", "grid.png"]
+    assert np.asarray(Image.open(out / "a.png")).shape == (64, 64, 3)
+    assert np.asarray(Image.open(out / "grid.png")).shape[1] == 3 * 66 + 2   # 3 images a row, 2 px padding
+    with pytest.raises(OutputError, match="already holds 4"):
+        reconstruct(ReconstructConfig(encoder, folder, out, progress=False))
+    reconstruct(ReconstructConfig(encoder, folder, out, progress=False, overwrite=True))
+    with pytest.raises(CheckpointError, match="must be a checkpoint of anomaly train-encoder"):
+        load_encoder(trained_checkpoint)
+    # the same images as the training run's encoder gives
+    model = load_encoder(encoder)
+    assert torch.equal(model.encoder.w_avg, load_checkpoint(encoder)["models"]["encoder"]["w_avg"])
