@@ -1,10 +1,9 @@
-"""`python -m medgan_fast.anomaly train-encoder|reconstruct`: f-AnoGAN anomaly detection on a StyleGAN2.
+"""`python -m medgan_fast.anomaly train-encoder|reconstruct|score`: f-AnoGAN anomaly detection on a StyleGAN2.
 
 Thin: ``train-encoder`` turns its arguments into the overrides of a ``train`` run with arch
 Encoder (:mod:`medgan_fast.training.encoder`: the izi_f encoder, G and D frozen) and calls
-the one training loop; ``reconstruct`` calls :mod:`medgan_fast.jobs.anomaly`. ``score``
-(scores, ROC AUC with its interval, F1, confusion matrix and plots) comes next; its parts
-are :mod:`medgan_fast.metrics.anomaly` and :mod:`medgan_fast.metrics.detection`.
+the one training loop; ``reconstruct`` calls :mod:`medgan_fast.jobs.anomaly` and ``score``
+:mod:`medgan_fast.jobs.anomaly_score`.
 """
 
 from __future__ import annotations
@@ -14,6 +13,9 @@ from pathlib import Path
 
 from . import cli
 from .jobs.anomaly import ReconstructConfig, reconstruct
+from .jobs.anomaly_score import ScoreConfig, score
+from .metrics.anomaly import DISTANCES
+from .metrics.detection import THRESHOLD_RULES
 from .training import load_config, train
 
 PROG = "python -m medgan_fast.anomaly"
@@ -30,6 +32,11 @@ examples:
       on a folder of normal images only (here nevi), resized and centre-cropped to G's size
   {PROG} reconstruct --encoder runs/encoder_sample/checkpoints/last.pt --data images/ --out rebuilt/
       G(E(x)) of every image as rebuilt/<name>.png, and rebuilt/grid.png (images above them)
+  {PROG} score --encoder E.pt --data ../shared/data/isic_uda1_derm/images \
+      --labels ../shared/data/isic_uda1_derm/labels.csv --label-column diagnosis --anomaly melanoma --out scored/
+      scores.csv, report.json (test ROC AUC with its 95% interval; threshold chosen on the
+      validation part), roc.png, confusion.png, violin.png, tsne.png; score images the
+      encoder and G did not train on
 
 train-encoder writes <out>/<run>/: config.yaml, log.jsonl (loss = izi_f, pixel_mse), loss.png,
 samples/reconstructions_epoch_NNNN.png (fixed images above G(E(x))) and checkpoints/. It is
@@ -38,9 +45,10 @@ samples/reconstructions_epoch_NNNN.png (fixed images above G(E(x))) and checkpoi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="f-AnoGAN anomaly detection: train the izi_f encoder.",
+    parser = argparse.ArgumentParser(prog=PROG, description="f-AnoGAN anomaly detection: train the izi_f encoder, "
+                                                            "reconstruct images, score them.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="action", metavar="train-encoder|reconstruct")
+    commands = parser.add_subparsers(dest="action", metavar="train-encoder|reconstruct|score")
     fit = commands.add_parser("train-encoder", help="train an izi_f encoder for a StyleGAN2 checkpoint",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     fit.add_argument("--checkpoint", type=Path, help="a checkpoint of an arch StyleGAN2 run (G and D stay frozen)")
@@ -61,6 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     rebuild.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     rebuild.add_argument("--overwrite", action="store_true", help="replace the PNG files already in --out")
+    rate = commands.add_parser("score", help="anomaly scores of labelled images, ROC AUC, F1 and plots",
+                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rate.add_argument("--encoder", type=Path, required=True, help="checkpoints/last.pt of a train-encoder run")
+    rate.add_argument("--data", type=Path, required=True, help="a folder of images")
+    rate.add_argument("--labels", type=Path, required=True,
+                      help="CSV: an id column (file, image, isic_id or id; else the first) and --label-column")
+    rate.add_argument("--label-column", default="label", help="default label")
+    rate.add_argument("--anomaly", default="1", help="the label value of the anomalous class (default 1)")
+    rate.add_argument("--out", type=Path, required=True, help="a new folder for the report")
+    rate.add_argument("--distance", default="izif", choices=DISTANCES, help="default izif")
+    rate.add_argument("--kappa", type=float, help="izi_f's feature weight (default: the encoder's)")
+    rate.add_argument("--val-fraction", type=float, default=0.3,
+                      help="part of each class for choosing the threshold (default 0.3)")
+    rate.add_argument("--threshold-rule", default="youden", choices=THRESHOLD_RULES, help="default youden")
+    rate.add_argument("--seed", type=int, default=0, help="the split's and the bootstrap's seed (default 0)")
+    rate.add_argument("--batch-size", type=int, default=16)
+    rate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    rate.add_argument("--overwrite", action="store_true", help="write into an --out that already holds files")
     return parser
 
 
@@ -80,8 +106,13 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> str:
     if args.action is None:
-        raise cli.UsageError("give an action: train-encoder or reconstruct (e.g. python -m medgan_fast.anomaly "
+        raise cli.UsageError("give an action: train-encoder, reconstruct or score (e.g. python -m medgan_fast.anomaly "
                              "train-encoder --checkpoint runs/stylegan2_sample/checkpoints/last.pt)")
+    if args.action == "score":
+        return str(score(ScoreConfig(args.encoder, args.data, args.labels, args.out, args.distance, args.kappa,
+                                     args.label_column, args.anomaly, args.val_fraction, args.threshold_rule,
+                                     seed=args.seed, batch_size=args.batch_size, device=args.device,
+                                     progress=args.progress, overwrite=args.overwrite)))
     if args.action == "reconstruct":
         return str(reconstruct(ReconstructConfig(args.encoder, args.data, args.out, args.batch_size, args.device,
                                                  args.progress, args.overwrite)))

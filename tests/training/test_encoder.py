@@ -87,3 +87,41 @@ def test_reconstruct_writes_one_png_per_image_and_a_grid(stylegan2_checkpoint, t
     # the same images as the training run's encoder gives
     model = load_encoder(encoder)
     assert torch.equal(model.encoder.w_avg, load_checkpoint(encoder)["models"]["encoder"]["w_avg"])
+
+
+def test_score_writes_the_report_and_chooses_the_threshold_on_validation(stylegan2_checkpoint, tmp_path):
+    from PIL import Image
+
+    from medgan_fast.errors import DataError, OutputError
+    from medgan_fast.jobs.anomaly_score import ScoreConfig, score
+
+    encoder = train(encoder_config(tmp_path / "runs", stylegan2_checkpoint, num_epochs=1)).checkpoint
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["isic_id,diagnosis"]
+    for k in range(16):
+        anomalous = k % 2 == 1
+        pixels = rng.integers(0, 255, (64, 64, 3)) if anomalous else np.full((64, 64, 3), 90 + k)
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"img{k}.png")
+        rows.append(f"img{k},{'melanoma' if anomalous else 'nevus'}")
+    rows.append("not_an_image,nevus")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    config = dict(encoder=encoder, data=folder, labels=tmp_path / "labels.csv", out=tmp_path / "scored",
+                  label_column="diagnosis", anomaly="melanoma", bootstrap=50, progress=False)
+    out = score(ScoreConfig(**config))
+    assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "report.json", "roc.png", "scores.csv",
+                                                      "tsne.png", "violin.png"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["threshold_chosen_on"] == "validation"
+    assert report["counts"] == {"validation": {"normal": 2, "anomaly": 2}, "test": {"normal": 6, "anomaly": 6}}
+    assert 0 <= report["test"]["roc_auc"]["low"] <= report["test"]["roc_auc"]["auc"] <= report["test"]["roc_auc"]["high"]
+    assert sum(map(sum, report["test"]["confusion_matrix"])) == 12
+    lines = (out / "scores.csv").read_text().splitlines()
+    assert lines[0] == "file,score,label,part" and len(lines) == 17
+    with pytest.raises(OutputError):
+        score(ScoreConfig(**config))
+    with pytest.raises(DataError, match="no column 'label'"):
+        score(ScoreConfig(**{**config, "label_column": "label", "out": tmp_path / "x"}))
+    with pytest.raises(DataError, match="every scored image is in class 0"):
+        score(ScoreConfig(**{**config, "anomaly": "basal", "out": tmp_path / "y"}))
