@@ -12,11 +12,13 @@ import argparse
 from pathlib import Path
 
 from . import cli
-from .jobs.anomaly import ReconstructConfig, reconstruct
+from .jobs.anomaly import ReconstructConfig, reconstruct_folder
 from .jobs.anomaly_score import ScoreConfig, score
 from .metrics.anomaly import DISTANCES
 from .metrics.detection import THRESHOLD_RULES
 from .training import load_config, train
+from .training.checkpoint import load_checkpoint
+from .training.config import saved_config
 
 PROG = "python -m medgan_fast.anomaly"
 
@@ -92,10 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train_overrides(args: argparse.Namespace) -> list[str]:
     """The train --set overrides of `anomaly train-encoder`: the generator's size and channels
-    come from its checkpoint."""
-    from .training.encoder import load_stylegan2
-
-    _, _, gan = load_stylegan2(args.checkpoint, "cpu")
+    come from its checkpoint's config (the task loads and checks its networks)."""
+    gan = saved_config(load_checkpoint(args.checkpoint)["config"])
     settings = {"arch": "Encoder", "generator_checkpoint": args.checkpoint, "kappa": args.kappa,
                 "image_size": gan.image_size, "number_channels": gan.number_channels, "num_epochs": args.epochs,
                 "batch_size": args.batch_size, "learning_rate": args.lr, "beta_adam": 0.9, "out": args.out,
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> str:
                                      seed=args.seed, batch_size=args.batch_size, device=args.device,
                                      progress=args.progress, overwrite=args.overwrite)))
     if args.action == "reconstruct":
-        return str(reconstruct(ReconstructConfig(args.encoder, args.data, args.out, args.batch_size, args.device,
+        return str(reconstruct_folder(ReconstructConfig(args.encoder, args.data, args.out, args.batch_size, args.device,
                                                  args.progress, args.overwrite)))
     if args.checkpoint is None:
         raise cli.UsageError("--checkpoint FILE is required: a checkpoint of a StyleGAN2 run (python -m "

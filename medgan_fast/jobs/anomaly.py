@@ -19,14 +19,14 @@ from .. import console
 from ..data.datasets import FolderDataset
 from ..data.grid import save_grid
 from ..errors import DataError
-from ..models.encoder import LatentEncoder
+from ..models.encoder import LatentEncoder, reconstruct
 from ..outputs import AtomicPath, check_output_folder, clear_png_folder
 from ..training.checkpoint import CheckpointError, load_checkpoint
-from ..training.config import TrainConfig, field_names
+from ..training.config import TrainConfig, saved_config
 from ..training.encoder import load_stylegan2
 from .generation import to_uint8
 
-__all__ = ["Reconstructor", "ReconstructConfig", "load_encoder", "reconstruct"]
+__all__ = ["Reconstructor", "ReconstructConfig", "load_encoder", "reconstruct_folder"]
 
 GRID_IMAGES = 8
 GRID_NAME = "grid"
@@ -44,8 +44,7 @@ class Reconstructor:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(w, G(w)) for images (N, C, R, R) in [-1, 1]."""
-        w = self.encoder(images)
-        return w, self.generator.synthesis(w.unsqueeze(1).repeat(1, self.generator.num_ws, 1), noise_mode="const")
+        return reconstruct(self.encoder, self.generator, images)
 
 
 def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> Reconstructor:
@@ -54,7 +53,7 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> Recons
     if checkpoint.get("config", {}).get("arch") != "Encoder":
         raise CheckpointError(f"{path}: --encoder must be a checkpoint of anomaly train-encoder (arch Encoder), got "
                               f"arch {checkpoint.get('config', {}).get('arch')!r}")
-    config = TrainConfig(**{key: value for key, value in checkpoint["config"].items() if key in field_names()})
+    config = saved_config(checkpoint["config"])
     generator, discriminator, gan = load_stylegan2(config.arch_options.generator_checkpoint, device)
     encoder = LatentEncoder(config.image_size, config.number_channels, generator.mapping.w_avg,
                             gan.arch_options.channel_base, gan.arch_options.channel_max)
@@ -73,7 +72,7 @@ class ReconstructConfig:
     overwrite: bool = False
 
 
-def reconstruct(config: ReconstructConfig) -> Path:
+def reconstruct_folder(config: ReconstructConfig) -> Path:
     """Writes G(E(x)) for every image of ``data`` as ``out/<stem>.png``, and ``out/grid.png``
     (the first images above their reconstructions); returns ``out``."""
     out = check_output_folder(config.out, "--out", overwrite=config.overwrite)

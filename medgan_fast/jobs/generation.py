@@ -38,7 +38,7 @@ from ..errors import Interrupted, OutputError
 from ..outputs import AtomicPath, check_output_file, check_output_folder, clear_png_folder
 from ..training import ARCHITECTURES, CheckpointError, ConfigError, TrainConfig
 from ..training.checkpoint import check_checkpoint, load_file
-from ..training.config import field_names
+from ..training.config import saved_config
 
 __all__ = ["GenerateConfig", "GenerateSummary", "generate", "latent_vectors", "load_generator"]
 
@@ -134,8 +134,7 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu",
             raise CheckpointError(f"{path}: a {arch!r} checkpoint has no generator to sample from; generate takes "
                                   f"checkpoints of {makers}")
         try:   # keys a newer version added are not needed to build the generator
-            config = TrainConfig(**{key: value for key, value in dict(checkpoint["config"]).items()
-                                    if key in field_names()})
+            config = saved_config(checkpoint["config"])
         except (ConfigError, TypeError, ValueError) as error:
             raise CheckpointError(f"{path}: the checkpoint's config is not valid here ({error})") from error
         models = checkpoint["models"] if isinstance(checkpoint["models"], Mapping) else {}

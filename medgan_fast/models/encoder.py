@@ -19,7 +19,7 @@ from torch import nn
 from ..nn.stylegan2 import Conv2dLayer, FullyConnected, block_channels, log2_resolution
 from .stylegan2 import DiscriminatorBlock
 
-__all__ = ["LatentEncoder"]
+__all__ = ["LatentEncoder", "reconstruct"]
 
 
 class LatentEncoder(nn.Module):
@@ -44,3 +44,10 @@ class LatentEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, images)
         return self.w_avg + self.out(self.fc(self.conv(x).flatten(1)))
+
+
+def reconstruct(encoder: LatentEncoder, generator: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w, G(w)): the encoder's w for `images`, given to every layer of the StyleGAN2
+    generator, with its fixed noise maps (so a reconstruction depends on its image alone)."""
+    w = encoder(images)
+    return w, generator.synthesis(w.unsqueeze(1).repeat(1, generator.num_ws, 1), noise_mode="const")

@@ -287,6 +287,12 @@ def field_names() -> list[str]:
     return [field.name for field in dataclasses.fields(TrainConfig)]
 
 
+def saved_config(values: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig a checkpoint saved (its ``config``): keys that a newer version added
+    are not needed to rebuild its networks, so they are left out."""
+    return TrainConfig(**{key: value for key, value in dict(values).items() if key in field_names()})
+
+
 def describe_keys() -> list[str]:
     """One line per key: its meaning, default and valid values (from the schema above)."""
     lines = []

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from ..metrics.anomaly import anomaly_scores
-from ..models.encoder import LatentEncoder
+from ..models.encoder import LatentEncoder, reconstruct
 from ..models.stylegan2 import Discriminator, Generator
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import ConfigError, TrainConfig, field_names
+from .config import ConfigError, TrainConfig, saved_config
 from .data import build_dataset
 from .options import option
 from .registry import Context, Grid, Task, register
@@ -48,7 +48,7 @@ def load_stylegan2(path: str | Path, device: torch.device) -> tuple[Generator, D
     if checkpoint.get("config", {}).get("arch") != "StyleGAN2":
         raise CheckpointError(f"{path}: generator_checkpoint must be a checkpoint of an arch StyleGAN2 run, got "
                               f"arch {checkpoint.get('config', {}).get('arch')!r}")
-    config = TrainConfig(**{key: value for key, value in checkpoint["config"].items() if key in field_names()})
+    config = saved_config(checkpoint["config"])
     generator, discriminator = build_stylegan2_generator(config), build_stylegan2_discriminator(config)
     generator.load_state_dict(checkpoint["models"]["generator_ema"])
     discriminator.load_state_dict(checkpoint["models"]["discriminator"])
@@ -85,15 +85,9 @@ class EncoderTask(Task):
         self.notes += [note, f"izi_f encoder for {options.generator_checkpoint} (kappa {options.kappa:g})"]
         self._grid: torch.Tensor | None = None
 
-    def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(w, G(w)) for `images`, w broadcast to every layer."""
-        w = self.models["encoder"](images)
-        ws = w.unsqueeze(1).repeat(1, self.generator.num_ws, 1)
-        return w, self.generator.synthesis(ws, noise_mode="const")
-
     def train_step(self, batch: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         images = self.context.to_device(batch)
-        _, reconstructions = self.reconstruct(images)
+        _, reconstructions = reconstruct(self.models["encoder"], self.generator, images)
         scores = anomaly_scores(images, reconstructions, self.discriminator.features(images),
                                 self.discriminator.features(reconstructions), "izif", self.options.kappa)
         loss = scores.mean()
@@ -113,7 +107,7 @@ class EncoderTask(Task):
         encoder = self.models["encoder"]
         encoder.eval()
         try:
-            _, reconstructions = self.reconstruct(images)
+            _, reconstructions = reconstruct(encoder, self.generator, images)
         finally:
             encoder.train()
         return {"reconstructions": Grid(torch.cat([images, reconstructions.clamp(-1, 1)]).float().cpu(),

@@ -67,7 +67,7 @@ def test_reconstruct_writes_one_png_per_image_and_a_grid(stylegan2_checkpoint, t
     from PIL import Image
 
     from medgan_fast.errors import OutputError
-    from medgan_fast.jobs.anomaly import ReconstructConfig, load_encoder, reconstruct
+    from medgan_fast.jobs.anomaly import ReconstructConfig, load_encoder, reconstruct_folder as reconstruct
 
     encoder = train(encoder_config(tmp_path / "runs", stylegan2_checkpoint, num_epochs=1)).checkpoint
     folder = tmp_path / "images"
