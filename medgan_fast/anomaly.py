@@ -1,6 +1,6 @@
-"""`python -m medgan_fast.anomaly train-encoder|reconstruct|score`: f-AnoGAN anomaly detection on a StyleGAN2.
+"""`python -m medgan_fast.anomaly split|train-encoder|reconstruct|score`: f-AnoGAN anomaly detection on a StyleGAN2.
 
-Thin: ``train-encoder`` turns its arguments into the overrides of a ``train`` run with arch
+Thin: ``split`` calls :mod:`medgan_fast.jobs.anomaly_split`; ``train-encoder`` turns its arguments into the overrides of a ``train`` run with arch
 Encoder (:mod:`medgan_fast.training.encoder`: the izi_f encoder, G and D frozen) and calls
 the one training loop; ``reconstruct`` calls :mod:`medgan_fast.jobs.anomaly` and ``score``
 :mod:`medgan_fast.jobs.anomaly_score`.
@@ -14,6 +14,7 @@ from pathlib import Path
 from . import cli
 from .jobs.anomaly import ReconstructConfig, reconstruct_folder
 from .jobs.anomaly_score import ScoreConfig, score
+from .jobs.anomaly_split import SplitConfig, split_labelled
 from .metrics.anomaly import DISTANCES
 from .metrics.detection import THRESHOLD_RULES
 from .training import load_config, train
@@ -24,6 +25,10 @@ PROG = "python -m medgan_fast.anomaly"
 
 EPILOG = f"""\
 examples:
+  {PROG} split --data ../shared/data/isic_uda1_derm/images --labels ../shared/data/isic_uda1_derm/labels.csv \
+      --label-column diagnosis --normal nevus --anomaly melanoma --holdout 0.3 --out isic_split
+      isic_split/train/ (70% of the nevi, to train G and E on), heldout.csv (the other nevi and every
+      melanoma, for score --labels) and split.csv
   python -m medgan_fast.train --set arch=StyleGAN2 --set image_size=64 --set batch_size=8 --set num_epochs=4 \\
       --set sample_crops=128 --set channel_base=2048 --set learning_rate=0.0025 --set beta_adam=0 \\
       --set run=stylegan2_sample
@@ -50,7 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="f-AnoGAN anomaly detection: train the izi_f encoder, "
                                                             "reconstruct images, score them.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="action", metavar="train-encoder|reconstruct|score")
+    commands = parser.add_subparsers(dest="action", metavar="split|train-encoder|reconstruct|score")
+    part = commands.add_parser("split", help="normal images to train on, and the labelled rest to score",
+                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    part.add_argument("--data", type=Path, required=True, help="the folder of every labelled image")
+    part.add_argument("--labels", type=Path, required=True,
+                      help="CSV with an id column (file, image, isic_id or id) and --label-column")
+    part.add_argument("--label-column", default="label", help="default label")
+    part.add_argument("--normal", default="0", help="the label value of the normal class (default 0)")
+    part.add_argument("--anomaly", default="1", help="the label value of the anomalous class (default 1)")
+    part.add_argument("--holdout", type=float, default=0.3,
+                      help="part of the normal images held out for scoring (default 0.3)")
+    part.add_argument("--seed", type=int, default=0, help="default 0")
+    part.add_argument("--out", type=Path, required=True, help="a new folder")
     fit = commands.add_parser("train-encoder", help="train an izi_f encoder for a StyleGAN2 checkpoint",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     fit.add_argument("--checkpoint", type=Path, help="a checkpoint of an arch StyleGAN2 run (G and D stay frozen)")
@@ -106,8 +123,11 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> str:
     if args.action is None:
-        raise cli.UsageError("give an action: train-encoder, reconstruct or score (e.g. python -m medgan_fast.anomaly "
+        raise cli.UsageError("give an action: split, train-encoder, reconstruct or score (e.g. python -m medgan_fast.anomaly "
                              "train-encoder --checkpoint runs/stylegan2_sample/checkpoints/last.pt)")
+    if args.action == "split":
+        return str(split_labelled(SplitConfig(args.data, args.labels, args.out, args.label_column, args.normal,
+                                              args.anomaly, args.holdout, args.seed, args.progress)))
     if args.action == "score":
         return str(score(ScoreConfig(args.encoder, args.data, args.labels, args.out, args.distance, args.kappa,
                                      args.label_column, args.anomaly, args.val_fraction, args.threshold_rule,

@@ -31,7 +31,7 @@ from ..metrics.detection import THRESHOLD_RULES, binary_report, choose_threshold
 from ..outputs import AtomicPath, check_output_folder, write_json
 from .anomaly import load_encoder
 
-__all__ = ["ScoreConfig", "read_labels", "score"]
+__all__ = ["ScoreConfig", "read_label_column", "read_labels", "score"]
 
 ID_COLUMNS = ("file", "image", "isic_id", "id")
 
@@ -68,6 +68,11 @@ class ScoreConfig:
 def read_labels(path: Path, label_column: str, anomaly: str) -> dict[str, int]:
     """{image id: 1 if its label is `anomaly` else 0} from a CSV whose id column is one of
     file, image, isic_id, id (else the first column)."""
+    return {key: int(value == anomaly) for key, value in read_label_column(path, label_column).items()}
+
+
+def read_label_column(path: Path, label_column: str) -> dict[str, str]:
+    """{image id (a file stem): its `label_column` value, stripped} from a CSV (see read_labels)."""
     try:
         with open(path, newline="") as file:
             rows = list(csv.DictReader(file))
@@ -79,7 +84,7 @@ def read_labels(path: Path, label_column: str, anomaly: str) -> dict[str, int]:
     if label_column not in columns:
         raise DataError(f"--labels {path}: no column {label_column!r} (--label-column); columns: {', '.join(columns)}")
     id_column = next((c for c in ID_COLUMNS if c in columns), columns[0])
-    return {Path(row[id_column]).stem: int(str(row[label_column]).strip() == anomaly) for row in rows}
+    return {Path(row[id_column]).stem: str(row[label_column]).strip() for row in rows}
 
 
 def _stratified_parts(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:

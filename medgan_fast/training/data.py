@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import console
 from ..data.datasets import HDF5_SUFFIXES, FolderDataset, ImageDataset, PatchSetDataset, SampleDataset
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 
 __all__ = ["EpochSampler", "build_dataset", "build_loader", "build_validation_loader", "loader_workers"]
 
@@ -71,13 +71,21 @@ class EpochSampler(DistributedSampler):
 
 
 def build_loader(dataset: ImageDataset, config: TrainConfig, num_replicas: int = 1, rank: int = 0,
-                 pin_memory: bool = False) -> tuple[DataLoader, EpochSampler, int]:
-    """(loader, its sampler, steps per epoch) for one process of `num_replicas`."""
+                 pin_memory: bool = False, full_batches: bool = False) -> tuple[DataLoader, EpochSampler, int]:
+    """(loader, its sampler, steps per epoch) for one process of `num_replicas`; with
+    `full_batches` an epoch's last, partial batch is dropped (its images come again, shuffled
+    elsewhere, in later epochs)."""
     sampler = EpochSampler(dataset, num_replicas, rank, config.seed)
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
-                        num_workers=loader_workers(config, say=rank == 0),
-                        pin_memory=pin_memory, drop_last=False, generator=torch.Generator().manual_seed(config.seed))
-    return loader, sampler, math.ceil(sampler.num_samples / config.batch_size)
+                        num_workers=loader_workers(config, say=rank == 0), pin_memory=pin_memory,
+                        drop_last=full_batches, generator=torch.Generator().manual_seed(config.seed))
+    steps = (sampler.num_samples // config.batch_size if full_batches
+             else math.ceil(sampler.num_samples / config.batch_size))
+    if steps == 0:
+        raise ConfigError(f"batch_size {config.batch_size}: more than the {sampler.num_samples} training images of "
+                          f"each process ({config.data or 'the sample'}); arch {config.arch} trains on full "
+                          "batches only, so give a smaller batch_size")
+    return loader, sampler, steps
 
 
 def build_validation_loader(dataset, config: TrainConfig, pin_memory: bool = False) -> DataLoader:

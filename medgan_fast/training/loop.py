@@ -177,7 +177,7 @@ class _Run:
         self.dataset, self.validation_set = task_class.datasets(config)
         pin_memory = dist.device.type == "cuda"
         self.loader, self.sampler, steps_per_epoch = build_loader(self.dataset, config, dist.world_size, dist.rank,
-                                                                  pin_memory=pin_memory)
+                                                                  pin_memory, task_class.full_batches)
         self.validation_loader = (None if self.validation_set is None else
                                   build_validation_loader(self.validation_set, config, pin_memory=pin_memory))
         self.task = task_class(Context(config, dist))

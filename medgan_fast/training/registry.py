@@ -161,6 +161,7 @@ class Task:
     validation_metrics: tuple[str, ...] = ()  # what validate() returns (``monitor`` may name one)
     sample_metrics: bool = False              # score sample() against real training images (GANs)
     default_monitor: str = ""                 # best.pt's metric when the config sets no monitor
+    full_batches: bool = False                # drop each epoch's last, partial batch
 
     def __init__(self, context: Context):
         self.context = context

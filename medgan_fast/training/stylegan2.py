@@ -108,6 +108,7 @@ class StyleGAN2Task(Task):
     resume_fixed = ("image_size", "number_channels", "batch_size", "z_dim", "w_dim", "mapping_layers",
                     "channel_base", "channel_max", "conv_clamp", "mbstd_group")
     progress_metrics = ("loss_d", "loss_g", "augment_p")
+    full_batches = True   # minibatch std needs a batch that is a multiple of its group (as NVIDIA's loader gives)
     sample_metrics = True
 
     def __init__(self, context: Context):

@@ -20,6 +20,7 @@ from medgan_fast.data.datasets import (
 from medgan_fast.data.images import DataError
 from medgan_fast.data.patchset import PatchSetWriter, make_meta
 from medgan_fast.training.data import EpochSampler, build_dataset, build_loader
+from medgan_fast.training.config import ConfigError
 
 from .conftest import tiny_config
 
@@ -165,6 +166,21 @@ def test_loader_resumed_mid_epoch_gives_the_same_batches(tmp_path, workers):
     assert len(tail) == 2
     for a, b in zip(full[2:], tail):
         assert torch.equal(a, b)
+
+
+def test_full_batches_drop_the_last_partial_batch_also_when_resumed(tmp_path):
+    config = tiny_config(tmp_path, sample_crops=11, batch_size=3)
+    dataset = build_dataset(config)
+    assert build_loader(dataset, config)[2] == 4
+    loader, sampler, steps = build_loader(dataset, config, full_batches=True)
+    assert steps == 3
+    sampler.set_epoch(1)
+    full = list(loader)
+    assert [len(batch) for batch in full] == [3, 3, 3]
+    sampler.set_epoch(1, start=config.batch_size)
+    assert all(torch.equal(a, b) for a, b in zip(full[1:], list(loader), strict=True))
+    with pytest.raises(ConfigError, match="batch_size 12: more than the 11 training images"):
+        build_loader(dataset, tiny_config(tmp_path, sample_crops=11, batch_size=12), full_batches=True)
 
 
 def test_max_images_keeps_the_first_items_and_says_so(tmp_path):

@@ -58,6 +58,12 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     assert torch.equal(whole["extra"]["pl_mean"], split["extra"]["pl_mean"])
 
 
+def test_an_epoch_whose_last_batch_is_partial_drops_it(tmp_path):
+    # 10 images in batches of 4: minibatch std (group 4) would fail on the last 2
+    result = train(config(tmp_path, sample_crops=10, num_epochs=1))
+    assert load_checkpoint(result.checkpoint)["step"] == 2
+
+
 def test_generate_samples_the_ema_generator_with_its_z_size(tmp_path):
     checkpoint = train(config(tmp_path, num_epochs=1)).checkpoint
     generator, info = load_generator(checkpoint)
