@@ -15,6 +15,7 @@ go from 0 to 1 in ada_kimg thousand images.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -77,15 +78,20 @@ class AdaptiveProbability:
     """The augmentation probability p and the statistic that steers it (checkpointed)."""
 
     def __init__(self, p: float = 0.0, target: float = 0.6, kimg: float = 100.0, interval: int = 4,
-                 adaptive: bool = True):
+                 adaptive: bool = True, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.p, self.target, self.kimg, self.interval, self.adaptive = float(p), target, kimg, interval, adaptive
+        self.reduce = reduce   # sums over the processes, so every one holds the same p and sums
         self.sign_sum, self.count, self.rt = 0.0, 0, math.nan
 
     def observe(self, real_logits: torch.Tensor) -> None:
-        """Adds sign(D(real)) of a batch (one synchronisation per call, at D steps only)."""
+        """Adds sign(D(real)) of a batch (of every process's, with `reduce`): one
+        synchronisation per call, at D steps only."""
         if self.adaptive:
-            self.sign_sum += float(torch.sign(real_logits.detach().float()).sum())
-            self.count += real_logits.numel()
+            logits = real_logits.detach().float()
+            totals = torch.stack([torch.sign(logits).sum(), torch.tensor(float(logits.numel()), device=logits.device)])
+            sign_sum, count = (self.reduce(totals) if self.reduce else totals).tolist()
+            self.sign_sum += sign_sum
+            self.count += round(count)
 
     def update(self, step: int, batch_size: int) -> None:
         """After a step: every ``interval`` steps, move p by the heuristic and reset the sums."""

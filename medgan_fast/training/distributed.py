@@ -69,6 +69,35 @@ class Distributed:
         dist.all_reduce(tensor)
         return dict(zip(values, (tensor / self.world_size).tolist()))
 
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor` summed over the ranks, in place."""
+        if self.enabled:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def average_gradients_(self, parameters) -> None:
+        """Each parameter's .grad replaced by its mean over the ranks, in one all-reduce (a
+        parameter without a gradient counts as zeros), for tasks that step their own
+        optimizers outside DDP: double backward (R1, path length) does not go through DDP."""
+        if not self.enabled:
+            return
+        parameters = list(parameters)
+        for p in parameters:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.flatten() for p in parameters])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        for p, grad in zip(parameters, flat.split([p.numel() for p in parameters])):
+            p.grad.copy_(grad.view_as(p))
+
+    def broadcast_module_(self, module: nn.Module) -> None:
+        """Rank 0's parameters and buffers in `module` on every rank (what DDP does when it wraps)."""
+        if self.enabled:
+            with torch.no_grad():
+                for tensor in [*module.parameters(), *module.buffers()]:
+                    dist.broadcast(tensor, src=0)
+
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()

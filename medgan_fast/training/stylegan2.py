@@ -23,6 +23,14 @@ ADA (:mod:`.ada`): ``augment: ada`` adapts p towards r_t = ``ada_target``; ``fix
 ``augment_p``; ``none`` turns it off. p, r_t, the path-length mean and the EMA are
 checkpointed, so a resumed run continues exactly.
 
+Several processes (torchrun): ``batch_size`` is each process's, and the defaults that depend
+on the batch (R1 gamma, the EMA half-life, ADA's step) take the whole batch, batch_size x
+processes, as stylegan2-ada does. The networks are not DDP-wrapped: R1 and path length
+differentiate twice, which DDP does not support. Instead, as stylegan2-ada does, every
+process starts from rank 0's weights and each phase averages its gradients over the
+processes in one all-reduce before its optimizer step; ADA's sign sums, the path-length mean
+and G's running mean of w are reduced too, so every process holds the same state.
+
 Sample grid: the EMA generator on fixed z with its fixed noise maps.
 """
 
@@ -117,20 +125,21 @@ class StyleGAN2Task(Task):
         _check(config)
         context.channels_last_on_cpu = False  # our modulated convolutions work in NCHW
         self.batch = config.batch_size
-        self.r1_gamma = 0.0002 * config.image_size ** 2 / self.batch if o.r1_gamma == -1 else o.r1_gamma
-        ema_kimg = self.batch * 10 / 32 if o.ema_kimg == -1 else o.ema_kimg
-        self.ema_beta = 0.5 ** (self.batch / (ema_kimg * 1000))
+        self.dist = dist = context.dist
+        whole_batch = self.batch * dist.world_size
+        self.r1_gamma = 0.0002 * config.image_size ** 2 / whole_batch if o.r1_gamma == -1 else o.r1_gamma
+        ema_kimg = whole_batch * 10 / 32 if o.ema_kimg == -1 else o.ema_kimg
+        self.ema_beta = 0.5 ** (whole_batch / (ema_kimg * 1000))
         generator = build_stylegan2_generator(config)
         self.models = {
             "generator": context.place(generator),
             "discriminator": context.place(build_stylegan2_discriminator(config)),
             "generator_ema": context.place(build_stylegan2_generator(config)),
         }
+        for model in ("generator", "discriminator"):
+            dist.broadcast_module_(self.models[model])
         self.models["generator_ema"].load_state_dict(self.models["generator"].state_dict())
         self.models["generator_ema"].requires_grad_(False)
-        if context.dist.world_size > 1:
-            raise ConfigError("arch StyleGAN2 trains in one process for now: its phases are not yet wired "
-                              "through DDP (run without torchrun)")
         g_rate, d_rate, note = config.learning_rates()
         self.optimizers = {}
         for name, rate, interval in (("generator", g_rate, o.pl_interval if o.pl_weight > 0 else 0),
@@ -139,7 +148,7 @@ class StyleGAN2Task(Task):
             self.optimizers[name] = torch.optim.Adam(self.models[name].parameters(), rate * ratio,
                                                      betas=(config.beta_adam ** ratio, 0.99 ** ratio))
         self.ada = AdaptiveProbability(o.augment_p if o.augment != "none" else 0.0, o.ada_target, o.ada_kimg,
-                                       o.ada_interval, adaptive=o.augment == "ada")
+                                       o.ada_interval, adaptive=o.augment == "ada", reduce=dist.sum_)
         self.pl_mean = torch.zeros([], device=context.device)
         self.notes += [note, f"R1 gamma {self.r1_gamma:g} every {o.r1_interval} steps, path length "
                              f"{o.pl_weight:g} every {o.pl_interval}, style mixing {o.style_mixing:g}, EMA half-life "
@@ -168,6 +177,7 @@ class StyleGAN2Task(Task):
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.dist.average_gradients_(self.models[name].parameters())
         optimizer.step()
 
     # --- one step
@@ -201,7 +211,7 @@ class StyleGAN2Task(Task):
             metrics["r1_penalty"] = self._r1_step(real, o.r1_interval)
 
         self._update_ema()
-        self.ada.update(step, self.batch)
+        self.ada.update(step, self.batch * self.dist.world_size)
         metrics["augment_p"] = torch.tensor(self.ada.p)
         return metrics
 
@@ -213,7 +223,8 @@ class StyleGAN2Task(Task):
         noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
         (grads,) = torch.autograd.grad((images * noise).sum(), ws, create_graph=True)
         lengths = grads.square().sum(2).mean(1).sqrt()
-        self.pl_mean.copy_(self.pl_mean.lerp(lengths.mean().detach(), PL_DECAY))
+        mean_length = self.dist.sum_(lengths.mean().detach()) / self.dist.world_size
+        self.pl_mean.copy_(self.pl_mean.lerp(mean_length, PL_DECAY))
         penalty = (lengths - self.pl_mean).square().mean()
         # images[:, 0, 0, 0] * 0: the graph reaches every parameter (stylegan2-ada's form)
         self._update("generator", (penalty * self.options.pl_weight + images[:, 0, 0, 0].mean() * 0) * interval)
@@ -230,6 +241,9 @@ class StyleGAN2Task(Task):
     @torch.no_grad()
     def _update_ema(self) -> None:
         generator, ema = self.models["generator"], self.models["generator_ema"]
+        if self.dist.enabled:   # each process tracked w_avg over its own z's
+            w_avg = generator.mapping.w_avg
+            w_avg.copy_(self.dist.sum_(w_avg.clone()) / self.dist.world_size)
         for p_ema, p in zip(ema.parameters(), generator.parameters()):
             p_ema.copy_(p.lerp(p_ema, self.ema_beta))
         for b_ema, b in zip(ema.buffers(), generator.buffers()):

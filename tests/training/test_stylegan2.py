@@ -14,6 +14,7 @@ from medgan_fast.training.ada import AdaptiveProbability, augment
 from medgan_fast.training.checkpoint import load_checkpoint
 from medgan_fast.training.config import ConfigError
 from medgan_fast.training.loop import train
+from medgan_fast.training.registry import Context
 from medgan_fast.training.stylegan2 import StyleGAN2Task
 
 from .conftest import tiny_config
@@ -126,3 +127,63 @@ def test_ada_raises_p_when_d_overfits_and_lowers_it_otherwise():
     fixed.observe(torch.ones(8))
     fixed.update(3, 8)
     assert fixed.p == 0.2
+
+
+# ---------------------------------------------------------------------------------------
+# Several processes: no DDP wrapper (R1 and path length differentiate twice); rank 0's
+# weights to all, gradients averaged per phase, ADA's sums, pl_mean and w_avg reduced.
+
+DDP_WORKER = """
+import json, sys
+import torch
+from medgan_fast.training.config import TrainConfig
+from medgan_fast.training.distributed import setup
+from medgan_fast.training.registry import Context
+from medgan_fast.training.stylegan2 import StyleGAN2Task
+
+torch.set_num_threads(1)
+settings, out = json.loads(sys.argv[1]), sys.argv[2]
+dist = setup(0)
+torch.manual_seed(dist.rank)                     # each process its own noise, as the loop seeds it
+task = StyleGAN2Task(Context(TrainConfig(**settings), dist))
+shard = torch.Generator().manual_seed(100 + dist.rank)
+for step in range(4):
+    task.train_step(torch.rand(4, 3, 64, 64, generator=shard) * 2 - 1, step)
+state = {name: model.state_dict() for name, model in task.models.items()}
+torch.save({"models": state, "ada": task.ada.state_dict(), "pl_mean": task.pl_mean}, f"{out}/rank{dist.rank}.pt")
+dist.close()
+"""
+
+
+def test_two_processes_keep_one_state(tmp_path):
+    import json
+
+    from .conftest import run_module
+
+    script = tmp_path / "worker.py"
+    script.write_text(DDP_WORKER)
+    settings = {**config(tmp_path).to_dict(), "n_gpu": 0}
+    result = run_module("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+                        json.dumps(settings), str(tmp_path), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for name, state in ranks[0]["models"].items():
+        for key, value in state.items():
+            assert torch.equal(value, ranks[1]["models"][name][key]), (name, key)
+    assert ranks[0]["ada"] == ranks[1]["ada"] and ranks[0]["ada"]["p"] != 0.3
+    assert torch.equal(ranks[0]["pl_mean"], ranks[1]["pl_mean"]) and float(ranks[0]["pl_mean"]) > 0
+    start = StyleGAN2Task(Context(config(tmp_path))).models["generator"].state_dict()
+    moved = ranks[0]["models"]["generator"]
+    assert any(not torch.equal(start[key], moved[key]) for key in start if key.endswith("weight"))
+
+
+def test_torchrun_trains_stylegan2_in_two_processes(tmp_path):
+    from .conftest import run_module, tiny_overrides
+
+    common = {key: value for key, value in TINY_STYLEGAN2.items() if key != "options"}
+    overrides = tiny_overrides(tmp_path, **common, **TINY_STYLEGAN2["options"])
+    result = run_module("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                        "medgan_fast.train", *overrides, cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = load_checkpoint(tmp_path / "tiny" / "checkpoints" / "last.pt")
+    assert checkpoint["world_size"] == 2 and checkpoint["step"] == 4   # 16 images, 2 processes of 4 a step
