@@ -150,9 +150,11 @@ class StyleGAN2Task(Task):
         self.ada = AdaptiveProbability(o.augment_p if o.augment != "none" else 0.0, o.ada_target, o.ada_kimg,
                                        o.ada_interval, adaptive=o.augment == "ada", reduce=dist.sum_)
         self.pl_mean = torch.zeros([], device=context.device)
-        self.notes += [note, f"R1 gamma {self.r1_gamma:g} every {o.r1_interval} steps, path length "
-                             f"{o.pl_weight:g} every {o.pl_interval}, style mixing {o.style_mixing:g}, EMA half-life "
-                             f"{ema_kimg:g} kimg, augment {o.augment} (p {self.ada.p:g})"]
+        rates = ", ".join(f"{name} {optimizer.param_groups[0]['lr']:g}" for name, optimizer in self.optimizers.items())
+        self.notes += [note, f"Adam rates after the lazy-regularisation correction: {rates}",
+                       f"R1 gamma {self.r1_gamma:g} every {o.r1_interval} steps, path length {o.pl_weight:g} every "
+                       f"{o.pl_interval}, style mixing {o.style_mixing:g}, EMA half-life {ema_kimg:g} kimg, augment "
+                       f"{o.augment} (p {self.ada.p:g})"]
         self.fixed_z = torch.randn(config.sample_count, o.z_dim,
                                    generator=torch.Generator().manual_seed(config.seed)).to(context.device)
 
