@@ -164,10 +164,14 @@ def test_opcheck():
     assert all(r == "SUCCESS" for r in result.values()), result
 
 
-def test_torch_compile_fullgraph():
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph(backend):
+    # inductor: the default backend, which generates code around our ops (the x * s scaling
+    # and the FIR filters) and calls them through their fake impls and autograd
+    torch._dynamo.reset()
     x, w, s, noise, b, up, down = make_case("up", torch.float32)
     fn = torch.compile(lambda x, w, s, n, b: modulated_conv2d(x, w, s, up=2, noise=n, bias=b, clamp=1.0),
-                       fullgraph=True, backend="aot_eager")
+                       fullgraph=True, backend=backend)
     ours = outputs_and_grads(lambda x, w, s, up, down, noise, bias: fn(x, w, s, noise, bias),
                              (x, w, s, noise, b, up, down))
     eager = outputs_and_grads(modulated_conv2d, (x, w, s, noise, b, up, down), clamp=1.0)
